@@ -1,0 +1,165 @@
+import type { LockRef, QuorumContext } from './context.ts';
+import { broadcast, keysOf } from './context.ts';
+import { type FenceRaise, raiseFences } from './fence.ts';
+import { validityMs } from './quorum.ts';
+import { rollback } from './release.ts';
+import { defineScript } from './script.ts';
+
+export const ACQUIRE_SCRIPT = defineScript(
+  'acquire',
+  { keysPerLock: 3, argsPerLock: 1 },
+  `
+--[[ Acquire a batch of locks on one node.
+  KEYS, per lock i: the lock key, its fencing counter, its completion marker
+  ARGV[1]: TTL in ms   ARGV[2]: counter TTL in ms (0 = keep forever)
+  ARGV[3]: seed of a new counter (the client's clock in microseconds, so tokens outlive an expired counter)
+  ARGV[3+i]: our owner value of lock i (random)
+  Returns, per lock: {1, token} granted | {0, pttl} held by another owner | {2, 0} completed ]]
+local ttl, counterTtl, seed = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local out = {}
+for i = 1, #KEYS / 3 do
+  local lock, fence, done, value = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[3 + i]
+  if redis.call('EXISTS', done) == 1 then
+    out[i] = {2, 0}
+  else
+    local granted = redis.call('SET', lock, value, 'NX', 'PX', ttl)
+    if not granted and redis.call('GET', lock) == value then
+      -- Our own earlier attempt, answered too late to count: take it over.
+      redis.call('PEXPIRE', lock, ttl)
+      granted = true
+    end
+    if granted then
+      redis.call('SET', fence, seed, 'NX')
+      local token = redis.call('INCR', fence)
+      if counterTtl > 0 then redis.call('PEXPIRE', fence, counterTtl) end
+      out[i] = {1, token}
+    else
+      out[i] = {0, redis.call('PTTL', lock)}
+    end
+  end
+end
+return out
+`,
+);
+
+export type AcquireVerdict =
+  | {
+      readonly kind: 'granted';
+      readonly key: string;
+      readonly value: string;
+      readonly fencingToken: number;
+      /** Monotonic time at which the attempt started. */
+      readonly startedAt: number;
+      /** Monotonic time at which validity ends: start + ttl - drift allowance. */
+      readonly deadline: number;
+    }
+  | { readonly kind: 'held'; readonly key: string; readonly retryAfterMs: number }
+  | { readonly kind: 'done'; readonly key: string }
+  | {
+      readonly kind: 'quorum';
+      readonly key: string;
+      readonly failedNodes: readonly string[];
+      readonly detail: string;
+    };
+
+interface Tally {
+  granted: { node: number; token: number }[];
+  held: number;
+  heldPttl: number;
+  done: number;
+  failed: number[];
+}
+
+/**
+ * One attempt at a batch of locks: one round trip per node, plus one more only where granting nodes
+ * disagree on a fencing counter (never in the healthy case). Partial grants are rolled back.
+ */
+export async function acquireBatch(
+  ctx: QuorumContext,
+  requests: readonly LockRef[],
+  ttlMs: number,
+): Promise<AcquireVerdict[]> {
+  const startedAt = ctx.now();
+  const seed = Date.now() * 1000;
+  const items = requests.map((r) => {
+    const k = keysOf(ctx.options.keyPrefix, r.key);
+    return { keys: [k.lock, k.fence, k.done], args: [r.value] };
+  });
+  const replies = await broadcast(ctx, ACQUIRE_SCRIPT, [ttlMs, ctx.options.fencingTtlMs, seed], items);
+
+  const tallies = requests.map((_, i) => {
+    const t: Tally = { granted: [], held: 0, heldPttl: 0, done: 0, failed: [] };
+    replies.forEach((reply, j) => {
+      const answer = reply.ok ? reply.replies[i] : undefined;
+      const [status, n] = Array.isArray(answer) ? (answer as [unknown, unknown]) : [undefined, undefined];
+      if (status === 1 && typeof n === 'number') t.granted.push({ node: j, token: n });
+      else if (status === 0) {
+        t.held++;
+        t.heldPttl = Math.max(t.heldPttl, typeof n === 'number' ? n : 0);
+      } else if (status === 2) t.done++;
+      else t.failed.push(j);
+    });
+    return t;
+  });
+
+  // Fencing: the token is the highest counter among the granting nodes. Where they disagree, write it
+  // back so that a quorum holds it before the lock is handed out; any later majority overlaps that quorum.
+  const raiseOf = new Map<number, FenceRaise>();
+  tallies.forEach((t, i) => {
+    if (t.done > 0 || t.granted.length < ctx.quorum) return;
+    const token = Math.max(...t.granted.map((g) => g.token));
+    const behind = t.granted.filter((g) => g.token < token).map((g) => g.node);
+    if (behind.length > 0) raiseOf.set(i, { key: requests[i]?.key ?? '', token, behind });
+  });
+  const raised = raiseOf.size > 0 ? await raiseFences(ctx, [...raiseOf.values()]) : [];
+  const raisedOf = new Map([...raiseOf.keys()].map((i, x) => [i, raised[x] ?? 0]));
+
+  const decidedAt = ctx.now();
+  const validity = validityMs(ttlMs, decidedAt - startedAt, ctx.options.driftFactor);
+  const undo: LockRef[][] = ctx.nodes.map(() => []);
+  const verdicts = requests.map((request, i): AcquireVerdict => {
+    const t = tallies[i] as Tally;
+    const failedNodes = t.failed.map((j) => ctx.nodes[j]?.label ?? `#${j}`);
+    const behind = raiseOf.get(i)?.behind.length ?? 0;
+    const atToken = t.granted.length - behind + (raisedOf.get(i) ?? 0);
+    const verdict = decide(ctx, request, t, { validity, startedAt, decidedAt, failedNodes, atToken });
+    if (verdict.kind !== 'granted') {
+      for (const g of t.granted) undo[g.node]?.push(request);
+      for (const j of t.failed) undo[j]?.push(request);
+    }
+    return verdict;
+  });
+  rollback(ctx, undo);
+  return verdicts;
+}
+
+function decide(
+  ctx: QuorumContext,
+  request: LockRef,
+  t: Tally,
+  at: { validity: number; startedAt: number; decidedAt: number; failedNodes: string[]; atToken: number },
+): AcquireVerdict {
+  const { key } = request;
+  const { validity, startedAt, decidedAt, failedNodes, atToken } = at;
+  if (t.done > 0) return { kind: 'done', key };
+  const answered = t.granted.length + t.held;
+  if (t.granted.length < ctx.quorum) {
+    if (answered >= ctx.quorum) return { kind: 'held', key, retryAfterMs: t.heldPttl };
+    const detail = `${t.granted.length} granted, ${t.held} held elsewhere, ${t.failed.length} failed`;
+    return { kind: 'quorum', key, failedNodes, detail };
+  }
+  const token = Math.max(...t.granted.map((g) => g.token));
+  if (atToken < ctx.quorum) {
+    return {
+      kind: 'quorum',
+      key,
+      failedNodes,
+      detail: `fencing token ${token} reached only ${atToken} nodes`,
+    };
+  }
+  if (validity <= 0) {
+    return { kind: 'quorum', key, failedNodes, detail: 'granted too late: no validity left of the TTL' };
+  }
+  const deadline = decidedAt + validity;
+  return { kind: 'granted', key, value: request.value, fencingToken: token, startedAt, deadline };
+}

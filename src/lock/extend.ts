@@ -1,0 +1,61 @@
+import type { LockRef, QuorumContext } from './context.ts';
+import { broadcast, keysOf } from './context.ts';
+import { defineScript } from './script.ts';
+
+export const EXTEND_SCRIPT = defineScript(
+  'extend',
+  { keysPerLock: 1, argsPerLock: 2 },
+  `
+--[[ Extend a batch of locks, each only if we still own it.
+  KEYS, per lock i: the lock key
+  ARGV[2i-1]: our owner value of lock i   ARGV[2i]: its new TTL in ms
+  Returns, per lock: 1 extended | 0 not ours (expired or taken) ]]
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[2 * i - 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2 * i])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+`,
+);
+
+export type ExtendVerdict =
+  /** A quorum extended it; the new validity is counted from `startedAt`. */
+  | { readonly kind: 'extended' }
+  /** A majority answered that the lock is not ours: it is gone. */
+  | { readonly kind: 'not_owner'; readonly detail: string }
+  /** Too few nodes answered: try again while validity lasts. */
+  | { readonly kind: 'unreachable'; readonly detail: string };
+
+/** Extends `locks` in one round trip per node. Never throws. */
+export async function extendBatch(
+  ctx: QuorumContext,
+  locks: readonly (LockRef & { readonly ttlMs: number })[],
+): Promise<ExtendVerdict[]> {
+  const items = locks.map((lock) => ({
+    keys: [keysOf(ctx.options.keyPrefix, lock.key).lock],
+    args: [lock.value, lock.ttlMs],
+  }));
+  const replies = await broadcast(ctx, EXTEND_SCRIPT, [], items);
+  const n = ctx.nodes.length;
+  return locks.map((_, i): ExtendVerdict => {
+    let extended = 0;
+    let refused = 0;
+    const failed: string[] = [];
+    replies.forEach((reply, j) => {
+      if (!reply.ok) failed.push(`${ctx.nodes[j]?.label}: ${reply.error.message}`);
+      else if (reply.replies[i] === 1) extended++;
+      else refused++;
+    });
+    if (extended >= ctx.quorum) return { kind: 'extended' };
+    const detail = `extension reached ${extended} of ${n} nodes (quorum ${ctx.quorum}); ${refused} said not owner${
+      failed.length > 0 ? `; failed: ${failed.join('; ')}` : ''
+    }`;
+    // Once more than n - quorum nodes refuse, no quorum can ever extend it again.
+    return refused > n - ctx.quorum ? { kind: 'not_owner', detail } : { kind: 'unreachable', detail };
+  });
+}

@@ -1,0 +1,133 @@
+import { LockLostError, type LockLostReason } from '../errors.ts';
+
+/** What a Lock asks of the engine that granted it. */
+export interface LockEngine {
+  extendLocks(locks: readonly Lock[]): Promise<void>;
+  releaseLocks(locks: readonly Lock[]): Promise<void>;
+  completeLocks(locks: readonly Lock[], options?: { ttlMs?: number }): Promise<boolean[]>;
+  now(): number;
+  onLost(lock: Lock, error: LockLostError): void;
+}
+
+export type LockState = 'held' | 'lost' | 'released' | 'completed';
+
+/**
+ * A lock granted by a quorum. Its `signal` aborts with a {@link LockLostError} the moment the lock is
+ * lost, so the holder can stop; `fencingToken` lets downstream writes reject a stale holder.
+ */
+export class Lock {
+  readonly key: string;
+  /** Strictly greater than the token of every earlier holder of this key (see the README for the limits). */
+  readonly fencingToken: number;
+  readonly ttlMs: number;
+  /** @internal the random owner value written on each node */
+  readonly value: string;
+  /** @internal extended by the engine's extender */
+  readonly autoExtend: boolean;
+  readonly #engine: LockEngine;
+  readonly #controller = new AbortController();
+  #state: LockState = 'held';
+  /** Monotonic time at which validity ends. */
+  #deadline: number;
+  #validUntil: number;
+  #nextExtendAt: number;
+
+  /** @internal created by Redlock */
+  constructor(
+    engine: LockEngine,
+    grant: { key: string; value: string; fencingToken: number; ttlMs: number; autoExtend: boolean },
+    validity: { startedAt: number; deadline: number },
+  ) {
+    this.#engine = engine;
+    this.key = grant.key;
+    this.value = grant.value;
+    this.fencingToken = grant.fencingToken;
+    this.ttlMs = grant.ttlMs;
+    this.autoExtend = grant.autoExtend;
+    this.#deadline = validity.deadline;
+    this.#validUntil = Date.now() + (validity.deadline - engine.now());
+    this.#nextExtendAt = validity.startedAt + this.ttlMs / 3;
+  }
+
+  /** Aborts (reason: a LockLostError) when the lock is lost. Not aborted by a normal release. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Wall-clock estimate (epoch ms) of when the lock stops being valid unless extended. */
+  get validUntil(): number {
+    return this.#validUntil;
+  }
+
+  get state(): LockState {
+    return this.#state;
+  }
+
+  /** True while the lock is ours: not lost, released or completed, and its validity not run out. */
+  get isHeld(): boolean {
+    return this.#state === 'held' && this.#engine.now() < this.#deadline;
+  }
+
+  /** Extends the lock now. Throws LockLostError if it is lost, QuorumUnavailableError if no quorum answered. */
+  async extend(): Promise<void> {
+    await this.#engine.extendLocks([this]);
+    this.#throwIfLost();
+  }
+
+  /**
+   * Writes the completion marker (so later deliveries of this key answer 'done') and releases the lock,
+   * atomically per node. Resolves true if a quorum did so while we held the lock; never throws.
+   */
+  async complete(options?: { ttlMs?: number }): Promise<boolean> {
+    const [ok] = await this.#engine.completeLocks([this], options);
+    return ok === true;
+  }
+
+  /** Releases the lock on every node (owner-checked). Bounded by the command timeout; never throws. */
+  async release(): Promise<void> {
+    await this.#engine.releaseLocks([this]);
+  }
+
+  // ---- engine side ----
+
+  /** @internal */
+  get deadline(): number {
+    return this.#deadline;
+  }
+
+  /** @internal */
+  get nextExtendAt(): number {
+    return this.#nextExtendAt;
+  }
+
+  /** @internal a quorum extended it in an attempt that started at `startedAt`, valid until `deadline` */
+  renewed(startedAt: number, deadline: number): void {
+    if (this.#state !== 'held') return;
+    this.#deadline = deadline;
+    this.#validUntil = Date.now() + (deadline - this.#engine.now());
+    this.#nextExtendAt = startedAt + this.ttlMs / 3;
+  }
+
+  /** @internal an extension did not reach a quorum: try again soon, while validity lasts */
+  retryExtensionAt(at: number): void {
+    this.#nextExtendAt = at;
+  }
+
+  /** @internal */
+  markLost(reason: LockLostReason, detail: string, cause?: unknown): void {
+    if (this.#state !== 'held') return;
+    this.#state = 'lost';
+    const error = new LockLostError(this.key, this.fencingToken, reason, detail, { cause });
+    this.#controller.abort(error);
+    this.#engine.onLost(this, error);
+  }
+
+  /** @internal */
+  markEnded(state: 'released' | 'completed'): void {
+    if (this.#state === 'held') this.#state = state;
+  }
+
+  #throwIfLost(): void {
+    if (this.#state === 'lost') throw this.#controller.signal.reason;
+  }
+}

@@ -1,0 +1,363 @@
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'winston';
+import {
+  ConfigError,
+  LockCompletedError,
+  LockContendedError,
+  type LockLostError,
+  QuorumUnavailableError,
+} from '../errors.ts';
+import { defaultLogger } from '../observability/logger.ts';
+import {
+  checkTtl,
+  integer,
+  type RedlockOptions,
+  type ResolvedRedlockOptions,
+  resolveRedlockOptions,
+} from '../options.ts';
+import { type AcquireVerdict, acquireBatch } from './acquire.ts';
+import { completeBatch } from './complete.ts';
+import type { QuorumContext } from './context.ts';
+import { type ExtendVerdict, extendBatch } from './extend.ts';
+import { LockExtender } from './extender.ts';
+import { Lock, type LockEngine } from './lock.ts';
+import { asError, type RedisClient, RedisNode, withTimeout } from './node.ts';
+import { quorumOf, validityMs, withJitter } from './quorum.ts';
+import { releaseBatch } from './release.ts';
+
+/** Per-call options of acquire, acquireMany and using. */
+export interface AcquireOptions {
+  /** Overrides the Redlock's `ttlMs` for these locks. */
+  ttlMs?: number;
+  /** Overrides the Redlock's `retryCount` (0: one attempt). */
+  retryCount?: number;
+  /** Overrides the Redlock's `autoExtend`. */
+  autoExtend?: boolean;
+}
+
+/** Why a key of `acquireMany` was not granted. */
+export interface LockRefusal {
+  readonly key: string;
+  /** 'held': another owner has it; 'done': its completion marker exists; 'quorum': too few nodes answered. */
+  readonly reason: 'held' | 'done' | 'quorum';
+  /** For 'held': about how long the holder's lock has left, in ms. */
+  readonly retryAfterMs: number;
+  /** For 'quorum': the nodes that failed or did not answer in time. */
+  readonly failedNodes: readonly string[];
+  readonly detail: string;
+}
+
+export type AcquireResult = Lock | LockRefusal;
+
+export function isLock(result: AcquireResult): result is Lock {
+  return result instanceof Lock;
+}
+
+export interface LockLostEvent {
+  readonly key: string;
+  readonly fencingToken: number;
+  readonly error: LockLostError;
+}
+
+/** Typed events of {@link Redlock}. */
+export interface RedlockEvents {
+  /** A held lock was lost (its signal has aborted). */
+  lock_lost: [LockLostEvent];
+}
+
+export interface QuorumStatus {
+  readonly available: boolean;
+  readonly up: readonly string[];
+  readonly down: readonly string[];
+}
+
+/**
+ * The quorum lock engine: a lock is granted by a majority of N independent Redis nodes, carries a
+ * fencing token that is monotonic across the quorum, is auto-extended, and can be completed so that
+ * later attempts on its key answer 'done'. Every operation on k keys costs one round trip per node.
+ */
+export class Redlock extends EventEmitter<RedlockEvents> {
+  readonly nodes: readonly RedisNode[];
+  readonly quorum: number;
+  readonly options: ResolvedRedlockOptions;
+  readonly #ctx: QuorumContext;
+  readonly #extender: LockExtender;
+  readonly #engine: LockEngine;
+  readonly #logger: Logger;
+  #quitting = false;
+
+  constructor(clients: readonly RedisClient[], options: RedlockOptions = {}) {
+    super();
+    if (!Array.isArray(clients) || clients.length === 0) {
+      throw new ConfigError(
+        'clients',
+        clients,
+        'must be a non-empty array of ioredis clients (one per independent node)',
+      );
+    }
+    clients.forEach((client, i) => {
+      if (!client || typeof (client as { evalsha?: unknown }).evalsha !== 'function') {
+        throw new ConfigError(`clients[${i}]`, client, 'must be an ioredis Redis or Cluster client');
+      }
+    });
+    if (new Set(clients).size !== clients.length) {
+      throw new ConfigError(
+        'clients',
+        clients,
+        'must not list the same client twice (each must be an independent node)',
+      );
+    }
+    this.options = resolveRedlockOptions(options);
+    this.#logger = this.options.logger ?? defaultLogger();
+    this.nodes = clients.map((client, i) => new RedisNode(client, i, this.options));
+    this.quorum = quorumOf(this.nodes.length);
+    const now = (): number => performance.now();
+    this.#ctx = { nodes: this.nodes, quorum: this.quorum, options: this.options, now };
+    this.#engine = {
+      extendLocks: (locks) => this.#extendLocks(locks),
+      releaseLocks: (locks) => this.releaseMany(locks),
+      completeLocks: (locks, o) => this.completeMany(locks, o),
+      now,
+      onLost: (lock, error) => {
+        this.#extender.untrack(lock);
+        this.#logger.warn('lock lost', {
+          lockKey: lock.key,
+          fencingToken: lock.fencingToken,
+          reason: error.reason,
+        });
+        this.emit('lock_lost', { key: lock.key, fencingToken: lock.fencingToken, error });
+      },
+    };
+    this.#extender = new LockExtender((locks) => this.#extendLocks(locks), now);
+    if (this.nodes.length === 1) {
+      this.#logger.warn(
+        'Redlock with a single Redis node is not fault tolerant: use 3 or 5 independent nodes',
+      );
+    }
+  }
+
+  /** Acquires one lock. Throws LockContendedError, LockCompletedError or QuorumUnavailableError. */
+  async acquire(key: string, options: AcquireOptions = {}): Promise<Lock> {
+    const [result] = await this.acquireMany([key], options);
+    if (result === undefined || isLock(result)) return result as Lock;
+    throw refusalError(result, this.quorum);
+  }
+
+  /**
+   * Acquires a batch of locks with one round trip per node per attempt. Answers, per key and in order,
+   * a Lock or a refusal ('held', 'done', 'quorum'). Only refused keys are retried.
+   */
+  async acquireMany(keys: readonly string[], options: AcquireOptions = {}): Promise<AcquireResult[]> {
+    if (!Array.isArray(keys)) throw new ConfigError('keys', keys, 'must be an array of strings');
+    keys.forEach((key, i) => {
+      if (typeof key !== 'string' || key.length === 0) {
+        throw new ConfigError(`keys[${i}]`, key, 'must be a non-empty string');
+      }
+    });
+    const ttlMs = checkTtl('ttlMs', options.ttlMs ?? this.options.ttlMs, this.options.commandTimeoutMs);
+    const retryCount = integer('retryCount', options.retryCount ?? this.options.retryCount, { min: 0 });
+    const autoExtend = options.autoExtend ?? this.options.autoExtend;
+    const results: AcquireResult[] = new Array(keys.length);
+    let pending = keys.map((key, index) => ({ index, key, value: randomBytes(16).toString('base64url') }));
+    const giveUpAt = this.#ctx.now() + this.options.acquireTimeoutMs;
+
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      const verdicts = await acquireBatch(this.#ctx, pending, ttlMs);
+      const retry: typeof pending = [];
+      verdicts.forEach((verdict, i) => {
+        const request = pending[i] as (typeof pending)[number];
+        if (verdict.kind === 'granted') {
+          results[request.index] = this.#grant(verdict, ttlMs, autoExtend);
+        } else {
+          results[request.index] = toRefusal(verdict);
+          if (verdict.kind !== 'done') retry.push(request);
+        }
+      });
+      pending = retry;
+      if (pending.length === 0 || attempt >= retryCount || this.#quitting) break;
+      const delay = withJitter(this.options.retryDelayMs, this.options.retryJitterMs);
+      if (this.#ctx.now() + delay > giveUpAt) break;
+      await sleep(delay);
+    }
+    return results;
+  }
+
+  /** Acquires `key`, runs `fn` with the lock (auto-extended), and releases in `finally`. Rejects with the
+   * LockLostError if the lock was lost before `fn` settled, even when `fn` resolved. */
+  async using<T>(key: string, fn: (lock: Lock) => Promise<T>, options?: AcquireOptions): Promise<T> {
+    const lock = await this.acquire(key, options);
+    try {
+      const result = await fn(lock);
+      if (lock.signal.aborted) throw lock.signal.reason;
+      return result;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** Extends the given locks now, one round trip per node. A lock that is lost gets its signal aborted. */
+  async extendMany(locks: readonly Lock[]): Promise<void> {
+    await this.#extendLocks(locks);
+  }
+
+  /** Releases the given locks, one round trip per node. Owner-checked, time-bounded, never throws. */
+  async releaseMany(locks: readonly Lock[]): Promise<void> {
+    for (const lock of locks) {
+      lock.markEnded('released');
+      this.#extender.untrack(lock);
+    }
+    if (locks.length === 0) return;
+    try {
+      await releaseBatch(this.#ctx, locks);
+    } catch (error) {
+      this.#logger.debug('release failed', { err: asError(error).message });
+    }
+  }
+
+  /**
+   * Writes the completion marker of each lock and releases it, one round trip per node. Answers, per
+   * lock, whether a quorum did so while the lock was held; a lock that is no longer held is not marked.
+   * Never throws.
+   */
+  async completeMany(locks: readonly Lock[], options: { ttlMs?: number } = {}): Promise<boolean[]> {
+    const markerTtl = integer('ttlMs', options.ttlMs ?? this.options.completionTtlMs, { min: 1 });
+    const held = locks.filter((lock) => lock.isHeld);
+    for (const lock of locks) this.#extender.untrack(lock);
+    let done: boolean[] = [];
+    try {
+      done = await completeBatch(this.#ctx, held, markerTtl);
+    } catch (error) {
+      this.#logger.debug('complete failed', { err: asError(error).message });
+    }
+    const ok = new Map(held.map((lock, i) => [lock, done[i] === true]));
+    for (const lock of locks) {
+      if (ok.get(lock)) lock.markEnded('completed');
+      else lock.markLost('not_owner', 'completion marker did not reach a quorum while the lock was held');
+    }
+    // Locks that were not held (or failed) are released best-effort so they do not linger.
+    const rest = locks.filter((lock) => !ok.get(lock));
+    if (rest.length > 0) await releaseBatch(this.#ctx, rest).catch(() => undefined);
+    return locks.map((lock) => ok.get(lock) === true);
+  }
+
+  /** PINGs every node within the command timeout. */
+  async quorumStatus(): Promise<QuorumStatus> {
+    const answers = await Promise.all(this.nodes.map((node) => node.ping()));
+    const up = this.nodes.filter((_, i) => answers[i]).map((n) => n.label);
+    const down = this.nodes.filter((_, i) => !answers[i]).map((n) => n.label);
+    return { available: up.length >= this.quorum, up, down };
+  }
+
+  /** Locks currently held and auto-extended by this instance. */
+  get heldLocks(): readonly Lock[] {
+    return this.#extender.held();
+  }
+
+  /** Stops extending, releases every held lock, and closes the clients. */
+  async quit(): Promise<void> {
+    if (this.#quitting) return;
+    this.#quitting = true;
+    const held = this.#extender.held();
+    this.#extender.stop();
+    await this.releaseMany(held);
+    await Promise.all(
+      this.nodes.map(async (node) => {
+        try {
+          await withTimeout(
+            node.client.quit(),
+            this.options.commandTimeoutMs,
+            () => new Error('quit timeout'),
+          );
+        } catch {
+          node.client.disconnect();
+        }
+      }),
+    );
+  }
+
+  #grant(verdict: Extract<AcquireVerdict, { kind: 'granted' }>, ttlMs: number, autoExtend: boolean): Lock {
+    const lock = new Lock(
+      this.#engine,
+      { key: verdict.key, value: verdict.value, fencingToken: verdict.fencingToken, ttlMs, autoExtend },
+      verdict,
+    );
+    // Tracked even without auto-extension, so that loss at the end of validity is still signalled.
+    this.#extender.track(lock);
+    return lock;
+  }
+
+  /** Shared by the extender's tick and explicit extend(): never rejects. */
+  async #extendLocks(locks: readonly Lock[]): Promise<void> {
+    const live = locks.filter((lock) => lock.state === 'held');
+    if (live.length === 0) return;
+    const startedAt = this.#ctx.now();
+    const verdicts = await extendBatch(this.#ctx, live);
+    const endedAt = this.#ctx.now();
+    live.forEach((lock, i) => {
+      const verdict = verdicts[i];
+      if (verdict && lock.state === 'held')
+        this.#settleExtension(lock, verdict, endedAt - startedAt, endedAt);
+    });
+  }
+
+  #settleExtension(lock: Lock, verdict: ExtendVerdict, elapsed: number, endedAt: number): void {
+    if (verdict.kind === 'extended') {
+      const validity = validityMs(lock.ttlMs, elapsed, this.options.driftFactor);
+      if (validity > 0 && endedAt < lock.deadline) lock.renewed(endedAt - elapsed, endedAt + validity);
+      else lock.markLost('expired', 'the extension answered after the lock had expired');
+    } else if (verdict.kind === 'not_owner') {
+      lock.markLost('not_owner', verdict.detail);
+    } else if (endedAt >= lock.deadline) {
+      lock.markLost('expired', verdict.detail);
+    } else {
+      lock.retryExtensionAt(endedAt + Math.max(10, lock.ttlMs / 10));
+    }
+  }
+}
+
+function toRefusal(verdict: Exclude<AcquireVerdict, { kind: 'granted' }>): LockRefusal {
+  switch (verdict.kind) {
+    case 'held':
+      return {
+        key: verdict.key,
+        reason: 'held',
+        retryAfterMs: verdict.retryAfterMs,
+        failedNodes: [],
+        detail: 'held by another owner',
+      };
+    case 'done':
+      return {
+        key: verdict.key,
+        reason: 'done',
+        retryAfterMs: 0,
+        failedNodes: [],
+        detail: 'completion marker found',
+      };
+    case 'quorum':
+      return {
+        key: verdict.key,
+        reason: 'quorum',
+        retryAfterMs: 0,
+        failedNodes: verdict.failedNodes,
+        detail: verdict.detail,
+      };
+  }
+}
+
+function refusalError(refusal: LockRefusal, quorum: number): Error {
+  switch (refusal.reason) {
+    case 'held':
+      return new LockContendedError(refusal.key, refusal.retryAfterMs);
+    case 'done':
+      return new LockCompletedError(refusal.key);
+    case 'quorum':
+      return new QuorumUnavailableError(refusal.key, refusal.failedNodes, quorum, {
+        cause: new Error(refusal.detail),
+      });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

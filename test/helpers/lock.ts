@@ -1,0 +1,60 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'winston';
+import { Redlock, type RedlockOptions } from '../../src/index.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import type { RedisNodes } from './redis-nodes.ts';
+
+/** A logger that prints nothing: tests assert on events, not log lines. */
+export const silentLogger: Logger = createLogger({ silent: true });
+
+/** A Redlock over fresh clients to every node of `redis`, with fast test timings unless overridden. */
+export function redlockOver(
+  redis: RedisNodes,
+  options: RedlockOptions = {},
+): { redlock: Redlock; clients: Redis[] } {
+  const clients = redis.clients();
+  const redlock = new Redlock(clients, {
+    ttlMs: 2_000,
+    commandTimeoutMs: 100,
+    retryDelayMs: 20,
+    retryJitterMs: 20,
+    logger: silentLogger,
+    ...options,
+  });
+  return { redlock, clients };
+}
+
+/** Calls of EVALSHA and EVAL per node since the last reset: the lock engine's round trips. */
+export async function scriptCalls(redis: RedisNodes): Promise<number[]> {
+  const stats = await Promise.all(redis.nodes.map((node) => node.commandStats()));
+  return stats.map((s) => (s.evalsha ?? 0) + (s.eval ?? 0));
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves when `signal` aborts, with the time it took. */
+export function whenAborted(signal: AbortSignal): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve(0);
+    else signal.addEventListener('abort', () => resolve(performance.now() - started), { once: true });
+  });
+}
+
+/** Polls `fn` until it resolves truthy or `timeoutMs` passes. */
+export async function eventually<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 5_000): Promise<T> {
+  const until = performance.now() + timeoutMs;
+  let lastError: unknown;
+  while (performance.now() < until) {
+    try {
+      const value = await fn();
+      if (value) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    await sleep(25);
+  }
+  throw new Error(`condition not met within ${timeoutMs} ms`, { cause: lastError });
+}
