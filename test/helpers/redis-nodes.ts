@@ -287,6 +287,10 @@ class Node implements RedisNode {
         'nodes.conf',
         '--cluster-port',
         String(this.#clusterPort),
+        // A lone node never learns its own IP from a peer, so CLUSTER SLOTS would announce "" and
+        // ioredis' Cluster client would drop the seed and never become ready.
+        '--cluster-announce-ip',
+        HOST,
       );
     }
     return args;

@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/index.ts';
+import { REDLOCK_DEFAULTS, resolveRedlockOptions } from '../../src/options.ts';
+
+describe('resolveRedlockOptions', () => {
+  it('applies every default', () => {
+    const { logger, ...resolved } = resolveRedlockOptions();
+    expect(resolved).toEqual(REDLOCK_DEFAULTS);
+    expect(logger).toBeUndefined();
+  });
+
+  it('keeps given values and ignores undefined ones', () => {
+    const resolved = resolveRedlockOptions({ ttlMs: 5_000, retryCount: undefined });
+    expect(resolved.ttlMs).toBe(5_000);
+    expect(resolved.retryCount).toBe(REDLOCK_DEFAULTS.retryCount);
+  });
+
+  it.each([
+    [{ ttlMs: -1 }, 'ttlMs must be an integer >= 10. Received: -1'],
+    [{ ttlMs: 1.5 }, 'ttlMs must be an integer >= 10. Received: 1.5'],
+    [{ driftFactor: 2 }, 'driftFactor must be a number between 0 and 0.5. Received: 2'],
+    [{ retryCount: '3' as unknown as number }, 'retryCount must be an integer >= 0. Received: "3"'],
+    [{ autoExtend: 'yes' as unknown as boolean }, 'autoExtend must be a boolean. Received: "yes"'],
+    [{ keyPrefix: 7 as unknown as string }, 'keyPrefix must be a string. Received: 7'],
+  ])('rejects %j with a message naming the option and the value', (options, message) => {
+    expect(() => resolveRedlockOptions(options)).toThrow(message);
+  });
+
+  it('checks rules across options: the command timeout must leave room for a retried extension', () => {
+    const error = (() => {
+      try {
+        resolveRedlockOptions({ ttlMs: 900, commandTimeoutMs: 300 });
+      } catch (e) {
+        return e;
+      }
+    })() as ConfigError;
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.name).toBe('ConfigError');
+    expect(error.option).toBe('commandTimeoutMs');
+    expect(error.value).toBe(300);
+    expect(error.message).toContain('ttlMs (900)');
+  });
+
+  it('requires the fencing counter to outlive the lock', () => {
+    expect(() => resolveRedlockOptions({ ttlMs: 60_000, fencingTtlMs: 30_000 })).toThrow(
+      /fencingTtlMs must be 0/,
+    );
+    expect(resolveRedlockOptions({ fencingTtlMs: 0 }).fencingTtlMs).toBe(0);
+  });
+});
