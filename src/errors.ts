@@ -103,3 +103,19 @@ export class LockCompletedError extends SqsRedlockWorkerError {
     this.key = key;
   }
 }
+
+/** A message's visibility could not be extended: another consumer may receive it. */
+export class VisibilityLostError extends SqsRedlockWorkerError {
+  override readonly name = 'VisibilityLostError';
+  readonly messageId: string | undefined;
+
+  constructor(messageId: string | undefined, detail: string, options?: ErrorOptions) {
+    super(`visibility of message ${messageId} lost: ${detail}`, options);
+    this.messageId = messageId;
+  }
+}
+
+/** The worker was stopped and its shutdown deadline passed while the handler ran. */
+export class ShutdownError extends SqsRedlockWorkerError {
+  override readonly name = 'ShutdownError';
+}

@@ -1,3 +1,4 @@
+export type { Message } from '@aws-sdk/client-sqs';
 export {
   ConfigError,
   LockCompletedError,
@@ -5,8 +6,12 @@ export {
   LockLostError,
   type LockLostReason,
   QuorumUnavailableError,
+  ShutdownError,
   SqsRedlockWorkerError,
+  VisibilityLostError,
 } from './errors.ts';
+export { BaseHandler, type HandlerContext } from './handler/base-handler.ts';
+export type { Outcome, OutcomeKind } from './handler/outcome.ts';
 export { Lock, type LockState } from './lock/lock.ts';
 export type { RedisClient } from './lock/node.ts';
 export {
@@ -19,5 +24,8 @@ export {
   Redlock,
   type RedlockEvents,
 } from './lock/redlock.ts';
+export type { MessageEvent, WorkerEvents } from './observability/events.ts';
 export { createLogger } from './observability/logger.ts';
-export { REDLOCK_DEFAULTS, type RedlockOptions } from './options.ts';
+export { REDLOCK_DEFAULTS, type RedlockOptions, WORKER_DEFAULTS, type WorkerOptions } from './options.ts';
+export { POISON_ATTRIBUTES } from './runtime/sqs-actions.ts';
+export { Worker, type WorkerState } from './runtime/worker.ts';

@@ -1,5 +1,9 @@
+import { SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
 import { ConfigError } from './errors.ts';
+import type { BaseHandler } from './handler/base-handler.ts';
+import type { Redlock } from './lock/redlock.ts';
+import { defaultLogger } from './observability/logger.ts';
 
 /** Options of {@link Redlock}. Every field is optional; defaults are resolved by {@link resolveRedlockOptions}. */
 export interface RedlockOptions {
@@ -164,4 +168,204 @@ function rangeText(min: number, max: number): string {
   if (min !== -Infinity) return ` >= ${min}`;
   if (max !== Infinity) return ` <= ${max}`;
   return '';
+}
+
+// ---- Worker ----
+
+/** Options of {@link Worker}. Defaults are resolved by {@link resolveWorkerOptions}. */
+export interface WorkerOptions<T> {
+  /** The queue to consume. A URL ending in `.fifo` is a FIFO queue. */
+  queueUrl: string;
+  /** The BaseHandler subclass instance that hydrates and handles messages. */
+  handler: BaseHandler<T>;
+  /** The quorum lock engine every message runs under. */
+  redlock: Redlock;
+  /**
+   * The SQS client (set `endpoint` for LocalStack or fauxqs).
+   * @defaultValue new SQSClient() (region and endpoint from the environment)
+   */
+  sqs?: SQSClient;
+  /**
+   * A winston logger; each message gets a child carrying messageId, lockKey and fencingToken.
+   * @defaultValue JSON to stdout at `LOG_LEVEL` (default `info`)
+   */
+  logger?: Logger;
+  /**
+   * Messages per ReceiveMessage call, 1 to 10. One batch costs one lock round trip per Redis node.
+   * @defaultValue 10
+   */
+  batchSize?: number;
+  /**
+   * How many batches are processed at once (one poller each).
+   * @defaultValue 1
+   */
+  concurrency?: number;
+  /**
+   * Visibility timeout requested on receive, in seconds; the heartbeat keeps extending it.
+   * @defaultValue 30
+   */
+  visibilityTimeoutSec?: number;
+  /**
+   * Extend the visibility of in-flight messages on every heartbeat. Turning it off lets SQS redeliver
+   * a message while it is being handled: the lock still keeps the second delivery from running.
+   * @defaultValue true
+   */
+  extendVisibility?: boolean;
+  /**
+   * Interval of the heartbeat that extends, in one batched call each, the locks and the visibility
+   * of every in-flight message.
+   * @defaultValue a third of the smaller of the lock TTL and the visibility timeout
+   */
+  heartbeatIntervalMs?: number;
+  /**
+   * Long-poll wait of each receive, 0 to 20 seconds.
+   * @defaultValue 20
+   */
+  waitTimeSeconds?: number;
+  /**
+   * Where poison messages go. `undefined`: found from the queue's RedrivePolicy at start. `false`:
+   * none, poison messages are left to the queue's redrive (and logged).
+   * @defaultValue undefined (discovered)
+   */
+  deadLetterQueueUrl?: string | false;
+  /**
+   * Base of the exponential backoff after a handler failure: base * 2^(receiveCount - 1) seconds.
+   * @defaultValue 2
+   */
+  retryBaseSec?: number;
+  /**
+   * Cap of every backoff, in seconds (SQS allows up to 43200).
+   * @defaultValue 900
+   */
+  retryMaxSec?: number;
+  /**
+   * Backoff of messages that found no Redis quorum, in seconds (plus jitter).
+   * @defaultValue 5
+   */
+  quorumBackoffSec?: number;
+  /**
+   * While polling is paused for lack of a quorum, how often the quorum is probed, in ms.
+   * @defaultValue 1000
+   */
+  quorumProbeIntervalMs?: number;
+  /**
+   * TTL of completion markers, in ms: how long a redelivered duplicate is recognised.
+   * @defaultValue the Redlock's completionTtlMs
+   */
+  completionTtlMs?: number;
+  /**
+   * Include message bodies in error logs. Off: bodies may carry personal data.
+   * @defaultValue false
+   */
+  logMessageBodies?: boolean;
+}
+
+export interface ResolvedWorkerOptions<T> {
+  readonly queueUrl: string;
+  readonly handler: BaseHandler<T>;
+  readonly redlock: Redlock;
+  readonly sqs: SQSClient;
+  readonly logger: Logger;
+  readonly fifo: boolean;
+  readonly batchSize: number;
+  readonly concurrency: number;
+  readonly visibilityTimeoutSec: number;
+  readonly extendVisibility: boolean;
+  readonly heartbeatIntervalMs: number;
+  readonly waitTimeSeconds: number;
+  readonly deadLetterQueueUrl: string | false | undefined;
+  readonly retryBaseSec: number;
+  readonly retryMaxSec: number;
+  readonly quorumBackoffSec: number;
+  readonly quorumProbeIntervalMs: number;
+  readonly completionTtlMs: number | undefined;
+  readonly logMessageBodies: boolean;
+}
+
+export const WORKER_DEFAULTS = {
+  batchSize: 10,
+  concurrency: 1,
+  visibilityTimeoutSec: 30,
+  extendVisibility: true,
+  waitTimeSeconds: 20,
+  retryBaseSec: 2,
+  retryMaxSec: 900,
+  quorumBackoffSec: 5,
+  quorumProbeIntervalMs: 1_000,
+  logMessageBodies: false,
+} as const;
+
+/** Applies defaults and checks every rule, alone and across options. Throws {@link ConfigError}. */
+export function resolveWorkerOptions<T>(options: WorkerOptions<T>): ResolvedWorkerOptions<T> {
+  if (options === null || typeof options !== 'object')
+    throw new ConfigError('options', options, 'must be an object');
+  const o = { ...WORKER_DEFAULTS, ...dropUndefined(options) };
+  if (typeof o.queueUrl !== 'string' || !/^https?:\/\/\S+$/.test(o.queueUrl)) {
+    throw new ConfigError('queueUrl', o.queueUrl, 'must be an SQS queue URL (http:// or https://)');
+  }
+  const handler = o.handler as unknown;
+  if (
+    !handler ||
+    typeof (handler as BaseHandler<T>).hydrate !== 'function' ||
+    typeof (handler as BaseHandler<T>).handle !== 'function'
+  ) {
+    throw new ConfigError(
+      'handler',
+      handler,
+      'must be a BaseHandler instance (with hydrate and handle methods)',
+    );
+  }
+  if (!o.redlock || typeof (o.redlock as Redlock).acquireMany !== 'function') {
+    throw new ConfigError('redlock', o.redlock, 'must be a Redlock instance');
+  }
+  integer('batchSize', o.batchSize, { min: 1, max: 10 });
+  integer('concurrency', o.concurrency, { min: 1, max: 100 });
+  integer('visibilityTimeoutSec', o.visibilityTimeoutSec, { min: 1, max: 43_200 });
+  boolean('extendVisibility', o.extendVisibility);
+  integer('waitTimeSeconds', o.waitTimeSeconds, { min: 0, max: 20 });
+  number('retryBaseSec', o.retryBaseSec, { min: 0, max: 43_200 });
+  number('retryMaxSec', o.retryMaxSec, { min: 0, max: 43_200 });
+  if (o.retryMaxSec < o.retryBaseSec) {
+    throw new ConfigError('retryMaxSec', o.retryMaxSec, `must be >= retryBaseSec (${o.retryBaseSec})`);
+  }
+  number('quorumBackoffSec', o.quorumBackoffSec, { min: 0, max: 43_200 });
+  integer('quorumProbeIntervalMs', o.quorumProbeIntervalMs, { min: 10 });
+  boolean('logMessageBodies', o.logMessageBodies);
+  if (o.completionTtlMs !== undefined) integer('completionTtlMs', o.completionTtlMs, { min: 1 });
+  const dlq = o.deadLetterQueueUrl;
+  if (dlq !== undefined && dlq !== false && (typeof dlq !== 'string' || !/^https?:\/\/\S+$/.test(dlq))) {
+    throw new ConfigError('deadLetterQueueUrl', dlq, 'must be a queue URL, false, or left out (discovered)');
+  }
+  const lockTtlMs = o.redlock.options.ttlMs;
+  const visibilityMs = o.visibilityTimeoutSec * 1000;
+  const heartbeatIntervalMs =
+    o.heartbeatIntervalMs ??
+    Math.floor((o.extendVisibility ? Math.min(lockTtlMs, visibilityMs) : lockTtlMs) / 3);
+  integer('heartbeatIntervalMs', heartbeatIntervalMs, { min: 10 });
+  if (heartbeatIntervalMs >= lockTtlMs / 2) {
+    throw new ConfigError(
+      'heartbeatIntervalMs',
+      heartbeatIntervalMs,
+      `must be below half the lock TTL (${lockTtlMs} ms)`,
+    );
+  }
+  if (o.extendVisibility && heartbeatIntervalMs >= visibilityMs / 2) {
+    throw new ConfigError(
+      'heartbeatIntervalMs',
+      heartbeatIntervalMs,
+      `must be below half of visibilityTimeoutSec (${o.visibilityTimeoutSec} s) so visibility is extended in time`,
+    );
+  }
+  return {
+    ...o,
+    queueUrl: o.queueUrl,
+    handler: handler as BaseHandler<T>,
+    redlock: o.redlock,
+    sqs: o.sqs ?? new SQSClient({}),
+    logger: o.logger ?? defaultLogger(),
+    fifo: o.queueUrl.endsWith('.fifo'),
+    heartbeatIntervalMs,
+    deadLetterQueueUrl: dlq,
+    completionTtlMs: o.completionTtlMs,
+  };
 }

@@ -1,0 +1,276 @@
+import type { Message } from '@aws-sdk/client-sqs';
+import { serializeError } from 'serialize-error';
+import type { Logger } from 'winston';
+import type { Lock } from '../lock/lock.ts';
+import { isLock, type Redlock } from '../lock/redlock.ts';
+import type { BaseHandler, HandlerContext } from './base-handler.ts';
+import type { MessageOutcome, Outcome } from './outcome.ts';
+
+/** A locked message while its handler runs: what a heartbeat needs to keep it alive. */
+export interface InFlightMessage {
+  readonly message: Message;
+  readonly lock: Lock;
+  /**
+   * Aborted when the message's visibility can no longer be extended: another consumer may receive it.
+   * The handler is told; the lock still decides whether its work counts.
+   */
+  readonly visibility: AbortController;
+}
+
+export interface PipelineDeps<T> {
+  readonly handler: BaseHandler<T>;
+  readonly redlock: Redlock;
+  readonly logger: Logger;
+  /** FIFO queue: messages of one MessageGroupId run in order, and a failure stops the rest of its group. */
+  readonly fifo: boolean;
+  /** Let the lock engine extend the locks (Lambda); false when the runtime's heartbeat does it. */
+  readonly autoExtendLocks: boolean;
+  /** TTL of completion markers; the Redlock's `completionTtlMs` when undefined. */
+  readonly completionTtlMs: number | undefined;
+  /** Aborted at shutdown past its deadline: running handlers are abandoned, the rest skipped. */
+  readonly shutdown: AbortSignal;
+  /** Include message bodies in logs (off by default: bodies may hold personal data). */
+  readonly logBodies: boolean;
+  /** Told which messages are locked and running, and when they stop. */
+  readonly inFlight?: {
+    add(messages: readonly InFlightMessage[]): void;
+    remove(messages: readonly InFlightMessage[]): void;
+  };
+}
+
+interface Hydrated<T> {
+  readonly message: Message;
+  readonly input: T;
+  readonly lockKey: string;
+}
+
+/**
+ * The fixed flow for one received batch: hydrate, lock the whole batch in one round trip per node,
+ * run the handlers, then complete (marker + release) the successes and release the rest in one
+ * `finally`. Returns an outcome per message, in order; the runtime deletes, backs off or dead-letters.
+ * Never throws for a single message's trouble.
+ */
+export async function runBatch<T>(
+  deps: PipelineDeps<T>,
+  messages: readonly Message[],
+): Promise<MessageOutcome[]> {
+  const outcomes = new Map<Message, Outcome>();
+  const hydrated: Hydrated<T>[] = [];
+  await Promise.all(
+    messages.map(async (message) => {
+      const result = await hydrate(deps, message);
+      if ('poison' in result) outcomes.set(message, result.poison);
+      else hydrated.push({ message, ...result });
+    }),
+  );
+  // Keep the batch's order (hydrate may finish out of order), so FIFO groups run in order.
+  hydrated.sort((a, b) => messages.indexOf(a.message) - messages.indexOf(b.message));
+
+  const results = await deps.redlock.acquireMany(
+    hydrated.map((h) => h.lockKey),
+    { retryCount: 0, autoExtend: deps.autoExtendLocks },
+  );
+  const locked: { item: Hydrated<T>; lock: Lock }[] = [];
+  hydrated.forEach((item, i) => {
+    const result = results[i];
+    if (result && isLock(result)) locked.push({ item, lock: result });
+    else if (result?.reason === 'done')
+      outcomes.set(item.message, { kind: 'duplicate', lockKey: item.lockKey });
+    else if (result?.reason === 'held') {
+      outcomes.set(item.message, {
+        kind: 'contended',
+        lockKey: item.lockKey,
+        retryAfterMs: result.retryAfterMs,
+      });
+    } else {
+      outcomes.set(item.message, {
+        kind: 'quorum',
+        lockKey: item.lockKey,
+        failedNodes: result?.failedNodes ?? [],
+      });
+    }
+  });
+
+  const succeeded: { message: Message; lock: Lock; durationMs: number }[] = [];
+  const running: InFlightMessage[] = locked.map(({ item, lock }) => ({
+    message: item.message,
+    lock,
+    visibility: new AbortController(),
+  }));
+  deps.inFlight?.add(running);
+  try {
+    await Promise.all(
+      groupsOf(deps.fifo, messages).map(async (group) => {
+        let blocked = false;
+        for (const message of group) {
+          const entry = running.find((r) => r.message === message);
+          const item = hydrated.find((h) => h.message === message);
+          if (!entry || !item) {
+            // Not runnable (poison, contended, no quorum) or already done (duplicate).
+            blocked ||= deps.fifo && outcomes.get(message)?.kind !== 'duplicate';
+            continue;
+          }
+          if (blocked || deps.shutdown.aborted) {
+            // FIFO: an earlier message of this group did not succeed, so this one must wait for it.
+            const reason = blocked ? 'fifo_order' : 'shutdown';
+            outcomes.set(message, { kind: 'skipped', lockKey: item.lockKey, reason });
+            blocked = deps.fifo;
+            continue;
+          }
+          const started = performance.now();
+          const outcome = await runHandler(deps, item, entry);
+          if (outcome) outcomes.set(message, outcome);
+          else succeeded.push({ message, lock: entry.lock, durationMs: performance.now() - started });
+          blocked = deps.fifo && outcome !== undefined;
+        }
+      }),
+    );
+  } finally {
+    deps.inFlight?.remove(running);
+    // The one place where this batch's locks end: successes are completed, everything else released.
+    const toComplete = succeeded.filter((s) => s.lock.isHeld);
+    const toRelease = running.map((r) => r.lock).filter((lock) => !toComplete.some((s) => s.lock === lock));
+    const [completed] = await Promise.all([
+      deps.redlock.completeMany(
+        toComplete.map((s) => s.lock),
+        deps.completionTtlMs === undefined ? {} : { ttlMs: deps.completionTtlMs },
+      ),
+      deps.redlock.releaseMany(toRelease),
+    ]);
+    for (const s of succeeded) {
+      const ok = completed[toComplete.indexOf(s)] === true;
+      const lockKey = s.lock.key;
+      if (ok) {
+        outcomes.set(s.message, {
+          kind: 'processed',
+          lockKey,
+          fencingToken: s.lock.fencingToken,
+          durationMs: s.durationMs,
+        });
+      } else {
+        const error = s.lock.signal.reason ?? new Error('the completion marker did not reach a quorum');
+        outcomes.set(s.message, { kind: 'lock_lost', lockKey, fencingToken: s.lock.fencingToken, error });
+      }
+    }
+  }
+  return messages.map((message) => ({
+    message,
+    outcome: outcomes.get(message) ?? {
+      kind: 'poison',
+      reason: 'no outcome (internal error)',
+      error: undefined,
+    },
+  }));
+}
+
+async function hydrate<T>(
+  deps: PipelineDeps<T>,
+  message: Message,
+): Promise<{ input: T; lockKey: string } | { poison: Outcome }> {
+  const poison = (reason: string, error?: unknown): { poison: Outcome } => ({
+    poison: { kind: 'poison', reason, error },
+  });
+  if (!message.MessageId || !message.ReceiptHandle)
+    return poison('message has no MessageId or ReceiptHandle');
+  let input: T | null;
+  try {
+    input = await deps.handler.hydrate(message);
+  } catch (error) {
+    return poison(`hydrate threw: ${error instanceof Error ? error.message : String(error)}`, error);
+  }
+  if (input === null || input === undefined) return poison('hydrate returned null');
+  let lockKey: string = message.MessageId;
+  if (deps.handler.lockKey) {
+    try {
+      lockKey = deps.handler.lockKey(input, message);
+    } catch (error) {
+      return poison(`lockKey threw: ${error instanceof Error ? error.message : String(error)}`, error);
+    }
+    if (typeof lockKey !== 'string' || lockKey.length === 0) {
+      return poison(`lockKey returned ${JSON.stringify(lockKey)}, not a non-empty string`);
+    }
+  }
+  return { input, lockKey };
+}
+
+/** Runs the handler; undefined on success, otherwise the outcome. */
+async function runHandler<T>(
+  deps: PipelineDeps<T>,
+  item: Hydrated<T>,
+  entry: InFlightMessage,
+): Promise<Outcome | undefined> {
+  const { lock } = entry;
+  const messageId = item.message.MessageId as string;
+  const logger = deps.logger.child({ messageId, lockKey: item.lockKey, fencingToken: lock.fencingToken });
+  const context: HandlerContext = {
+    message: item.message,
+    messageId,
+    lockKey: item.lockKey,
+    receiveCount: receiveCountOf(item.message),
+    signal: AbortSignal.any([lock.signal, entry.visibility.signal, deps.shutdown]),
+    fencingToken: lock.fencingToken,
+    logger,
+  };
+  const work = Promise.resolve().then(() => deps.handler.handle(item.input, context));
+  const result = await settleOrShutdown(work, deps.shutdown);
+  const common = { lockKey: item.lockKey, fencingToken: lock.fencingToken };
+  if (result.status === 'shutdown') {
+    logger.warn('handler aborted: shutdown deadline passed; the message is made visible again');
+    return { kind: 'aborted', ...common };
+  }
+  if (!lock.isHeld) {
+    const error = lock.signal.reason ?? entry.visibility.signal.reason;
+    logger.error(
+      'lock lost while the handler ran: not deleted, not marked; the fencing token guards downstream writes',
+      {
+        err: serializeError(error),
+        handlerSucceeded: result.status === 'ok',
+      },
+    );
+    return { kind: 'lock_lost', ...common, error };
+  }
+  if (result.status === 'error') {
+    logger.error('handler failed', {
+      err: serializeError(result.error),
+      receiveCount: context.receiveCount,
+      ...(deps.logBodies ? { body: item.message.Body } : {}),
+    });
+    return { kind: 'failed', ...common, error: result.error };
+  }
+  return undefined;
+}
+
+type Settled = { status: 'ok' } | { status: 'error'; error: unknown } | { status: 'shutdown' };
+
+/** Waits for `work`, unless `shutdown` aborts first; a late rejection is swallowed, never unhandled. */
+function settleOrShutdown(work: Promise<void>, shutdown: AbortSignal): Promise<Settled> {
+  const settled = work.then(
+    (): Settled => ({ status: 'ok' }),
+    (error: unknown): Settled => ({ status: 'error', error }),
+  );
+  if (shutdown.aborted) return Promise.resolve({ status: 'shutdown' });
+  return new Promise((resolve) => {
+    const onAbort = (): void => resolve({ status: 'shutdown' });
+    shutdown.addEventListener('abort', onAbort, { once: true });
+    void settled.then((s) => {
+      shutdown.removeEventListener('abort', onAbort);
+      resolve(s);
+    });
+  });
+}
+
+/** FIFO: one group per MessageGroupId, in batch order. Otherwise every message is its own group. */
+function groupsOf(fifo: boolean, messages: readonly Message[]): Message[][] {
+  if (!fifo) return messages.map((message) => [message]);
+  const groups = new Map<string, Message[]>();
+  for (const message of messages) {
+    const id = message.Attributes?.MessageGroupId ?? '';
+    groups.set(id, [...(groups.get(id) ?? []), message]);
+  }
+  return [...groups.values()];
+}
+
+export function receiveCountOf(message: Message): number {
+  const count = Number(message.Attributes?.ApproximateReceiveCount);
+  return Number.isInteger(count) && count > 0 ? count : 1;
+}

@@ -1,0 +1,340 @@
+import { EventEmitter } from 'node:events';
+import type { Message } from '@aws-sdk/client-sqs';
+import { serializeError } from 'serialize-error';
+import { Consumer } from 'sqs-consumer';
+import type { Logger } from 'winston';
+import { ShutdownError } from '../errors.ts';
+import type { MessageOutcome } from '../handler/outcome.ts';
+import { type PipelineDeps, receiveCountOf, runBatch } from '../handler/pipeline.ts';
+import type { WorkerEvents } from '../observability/events.ts';
+import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from '../options.ts';
+import { contendedBackoffSec, failureBackoffSec, quorumBackoffSec } from './backoff.ts';
+import { Heartbeat } from './heartbeat.ts';
+import {
+  changeVisibility,
+  deleteMessages,
+  discoverDeadLetterQueueUrl,
+  sendToDeadLetter,
+} from './sqs-actions.ts';
+
+export type WorkerState = 'idle' | 'running' | 'paused' | 'stopping' | 'stopped';
+
+/**
+ * A long-lived SQS worker (ECS, EC2, a laptop): sqs-consumer polls in batch mode, every batch runs
+ * through the locked pipeline, and the worker settles each message: delete, back off, or dead-letter.
+ */
+export class Worker<T> extends EventEmitter<WorkerEvents> {
+  readonly options: ResolvedWorkerOptions<T>;
+  readonly #logger: Logger;
+  readonly #consumers: Consumer[];
+  readonly #heartbeat: Heartbeat;
+  readonly #shutdown = new AbortController();
+  readonly #batches = new Set<Promise<void>>();
+  readonly #pipeline: PipelineDeps<T>;
+  #deadLetterQueueUrl: string | undefined;
+  #state: WorkerState = 'idle';
+  #stopping: Promise<void> | undefined;
+  #pausing: Promise<void> | undefined;
+
+  constructor(options: WorkerOptions<T>) {
+    super();
+    this.options = resolveWorkerOptions(options);
+    const o = this.options;
+    this.#logger = o.logger.child({ queueUrl: o.queueUrl });
+    this.#heartbeat = new Heartbeat({
+      redlock: o.redlock,
+      sqs: o.sqs,
+      queueUrl: o.queueUrl,
+      intervalMs: o.heartbeatIntervalMs,
+      visibilityTimeoutSec: o.extendVisibility ? o.visibilityTimeoutSec : undefined,
+      logger: this.#logger,
+    });
+    this.#pipeline = {
+      handler: o.handler,
+      redlock: o.redlock,
+      logger: this.#logger,
+      fifo: o.fifo,
+      autoExtendLocks: false, // the heartbeat extends locks and visibility in the same tick
+      completionTtlMs: o.completionTtlMs,
+      shutdown: this.#shutdown.signal,
+      logBodies: o.logMessageBodies,
+      inFlight: this.#heartbeat,
+    };
+    this.#consumers = Array.from({ length: o.concurrency }, () => this.#createConsumer());
+  }
+
+  get state(): WorkerState {
+    return this.#state;
+  }
+
+  /** Finds the dead-letter queue (unless given) and starts polling. */
+  async start(): Promise<void> {
+    if (this.#state !== 'idle') return;
+    const configured = this.options.deadLetterQueueUrl;
+    if (typeof configured === 'string') this.#deadLetterQueueUrl = configured;
+    else if (configured === undefined) {
+      try {
+        this.#deadLetterQueueUrl = await discoverDeadLetterQueueUrl(this.options.sqs, this.options.queueUrl);
+      } catch (error) {
+        this.#logger.warn('could not read the queue RedrivePolicy; poison messages will be left to SQS', {
+          err: serializeError(error),
+        });
+      }
+    }
+    if (!this.#deadLetterQueueUrl) {
+      this.#logger.warn(
+        'no dead-letter queue: poison messages stay in the queue until its redrive (if any) moves them',
+      );
+    }
+    this.#state = 'running';
+    for (const consumer of this.#consumers) consumer.start();
+    this.emit('started');
+  }
+
+  /**
+   * Stops polling, waits for in-flight handlers up to `timeoutMs`, then aborts the rest: their locks
+   * are released and their messages made visible at once. Idempotent.
+   */
+  stop(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.#stopping ??= this.#stop(options.timeoutMs ?? 25_000);
+    return this.#stopping;
+  }
+
+  async #stop(timeoutMs: number): Promise<void> {
+    this.#state = 'stopping';
+    // Abort: an idle long poll ends now instead of after waitTimeSeconds.
+    for (const consumer of this.#consumers) consumer.stop({ abort: true });
+    const drained = await this.#drain(timeoutMs);
+    if (!drained) {
+      this.#logger.warn('shutdown deadline passed: aborting in-flight handlers', { timeoutMs });
+      this.#shutdown.abort(new ShutdownError(`worker stopped; ${timeoutMs} ms shutdown deadline passed`));
+      await this.#drain(10_000);
+    }
+    await this.#pausing;
+    this.#heartbeat.stop();
+    this.#state = 'stopped';
+    this.emit('stopped');
+  }
+
+  /** Resolves true once no batch is in flight, false if `timeoutMs` passes first. */
+  async #drain(timeoutMs: number): Promise<boolean> {
+    const until = performance.now() + timeoutMs;
+    while (this.#batches.size > 0) {
+      const left = until - performance.now();
+      if (left <= 0) return false;
+      await Promise.race([Promise.allSettled([...this.#batches]), sleep(left)]);
+    }
+    return true;
+  }
+
+  #createConsumer(): Consumer {
+    const o = this.options;
+    const consumer = Consumer.create({
+      queueUrl: o.queueUrl,
+      sqs: o.sqs,
+      batchSize: o.batchSize,
+      visibilityTimeout: o.visibilityTimeoutSec,
+      waitTimeSeconds: o.waitTimeSeconds,
+      messageSystemAttributeNames: ['ApproximateReceiveCount', 'MessageGroupId'],
+      messageAttributeNames: ['All'],
+      // Deletion and visibility are ours: per message, after the lock says so (see #settle).
+      shouldDeleteMessages: false,
+      suppressFifoWarning: true,
+      handleMessageBatch: async (messages) => {
+        await this.#track(this.#processBatch(messages));
+        return [];
+      },
+    });
+    consumer.on('error', (error) => this.#sqsError('receive', error));
+    return consumer;
+  }
+
+  async #track(batch: Promise<void>): Promise<void> {
+    this.#batches.add(batch);
+    try {
+      await batch;
+    } finally {
+      this.#batches.delete(batch);
+    }
+  }
+
+  async #processBatch(messages: Message[]): Promise<void> {
+    try {
+      const outcomes = await runBatch(this.#pipeline, messages);
+      await this.#settle(outcomes);
+    } catch (error) {
+      // Nothing was deleted: the messages come back after their visibility timeout.
+      this.#logger.error('batch failed', {
+        err: serializeError(error),
+        messageIds: messages.map((m) => m.MessageId),
+      });
+    }
+  }
+
+  /** Applies the outcomes: delete what is done, back off what must wait, dead-letter poison. */
+  async #settle(outcomes: readonly MessageOutcome[]): Promise<void> {
+    const o = this.options;
+    const toDelete: Message[] = [];
+    const toDelay: { message: Message; seconds: number }[] = [];
+    const after: (() => void)[] = [];
+    let quorumLost = false;
+
+    await Promise.all(
+      outcomes.map(async ({ message, outcome }) => {
+        const messageId = message.MessageId ?? 'unknown';
+        switch (outcome.kind) {
+          case 'processed':
+            toDelete.push(message);
+            after.push(() => this.emit('message_processed', { messageId, ...outcome }));
+            return;
+          case 'duplicate':
+            toDelete.push(message);
+            after.push(() => this.emit('duplicate_skipped', { messageId, lockKey: outcome.lockKey }));
+            return;
+          case 'contended': {
+            const retryInSec = contendedBackoffSec(outcome.retryAfterMs, o.retryMaxSec);
+            toDelay.push({ message, seconds: retryInSec });
+            after.push(() =>
+              this.emit('lock_contended', { messageId, lockKey: outcome.lockKey, retryInSec }),
+            );
+            return;
+          }
+          case 'quorum': {
+            quorumLost = true;
+            const retryInSec = quorumBackoffSec(o.quorumBackoffSec, o.retryMaxSec);
+            toDelay.push({ message, seconds: retryInSec });
+            after.push(() =>
+              this.emit('quorum_unavailable', {
+                messageId,
+                lockKey: outcome.lockKey,
+                failedNodes: outcome.failedNodes,
+                retryInSec,
+              }),
+            );
+            return;
+          }
+          case 'failed': {
+            const receiveCount = receiveCountOf(message);
+            const retryInSec = failureBackoffSec(receiveCount, o.retryBaseSec, o.retryMaxSec);
+            toDelay.push({ message, seconds: retryInSec });
+            after.push(() =>
+              this.emit('handler_error', {
+                messageId,
+                lockKey: outcome.lockKey,
+                fencingToken: outcome.fencingToken,
+                error: outcome.error,
+                receiveCount,
+                retryInSec,
+              }),
+            );
+            return;
+          }
+          case 'lock_lost':
+            toDelay.push({
+              message,
+              seconds: failureBackoffSec(receiveCountOf(message), o.retryBaseSec, o.retryMaxSec),
+            });
+            after.push(() =>
+              this.emit('lock_lost', {
+                messageId,
+                lockKey: outcome.lockKey,
+                fencingToken: outcome.fencingToken,
+                error: outcome.error,
+              }),
+            );
+            return;
+          case 'skipped':
+          case 'aborted': {
+            toDelay.push({ message, seconds: 0 });
+            const reason = outcome.kind === 'skipped' ? outcome.reason : 'shutdown';
+            after.push(() => this.emit('message_released', { messageId, lockKey: outcome.lockKey, reason }));
+            return;
+          }
+          case 'poison': {
+            const deadLettered = await this.#deadLetter(message, outcome.reason, outcome.error);
+            if (deadLettered) toDelete.push(message);
+            after.push(() =>
+              this.emit('poison_message', { messageId, reason: outcome.reason, deadLettered }),
+            );
+            return;
+          }
+        }
+      }),
+    );
+
+    const [deleted, delayed] = await Promise.all([
+      deleteMessages(o.sqs, o.queueUrl, toDelete),
+      changeVisibility(o.sqs, o.queueUrl, toDelay),
+    ]);
+    for (const error of deleted.errors) this.#sqsError('delete', error);
+    for (const error of delayed.errors) this.#sqsError('change_visibility', error);
+    if (deleted.failed.size > 0 && deleted.errors.length === 0) {
+      // The work is marked complete: the redelivery will be acked as a duplicate.
+      this.#logger.warn('some deletes were refused; their redeliveries will be acked as duplicates', {
+        messageIds: [...deleted.failed].map((m) => m.MessageId),
+      });
+    }
+    for (const emit of after) emit();
+    if (quorumLost) this.#pauseForQuorum();
+  }
+
+  async #deadLetter(message: Message, reason: string, error: unknown): Promise<boolean> {
+    const log = {
+      messageId: message.MessageId,
+      reason,
+      err: error === undefined ? undefined : serializeError(error),
+    };
+    if (!this.#deadLetterQueueUrl) {
+      this.#logger.warn(
+        'poison message left in the queue (no dead-letter queue); SQS redrive will move it',
+        log,
+      );
+      return false;
+    }
+    try {
+      await sendToDeadLetter(this.options.sqs, this.#deadLetterQueueUrl, message, reason, error);
+      this.#logger.warn('poison message moved to the dead-letter queue', log);
+      return true;
+    } catch (sendError) {
+      this.#sqsError('dead_letter', sendError);
+      return false;
+    }
+  }
+
+  /** Stops polling until the quorum answers again, so receive counts are not burnt while Redis is down. */
+  #pauseForQuorum(): void {
+    if (this.#pausing || this.#state !== 'running') return;
+    this.#state = 'paused';
+    this.emit('polling_paused', { reason: 'quorum_unavailable' });
+    this.#logger.warn('no Redis quorum: polling paused until it answers again');
+    for (const consumer of this.#consumers) consumer.stop({ abort: true });
+    this.#pausing = (async () => {
+      const signal = this.#shutdown.signal;
+      while (this.#state === 'paused') {
+        await sleep(this.options.quorumProbeIntervalMs);
+        if (this.#state !== 'paused' || signal.aborted) return;
+        const status = await this.options.redlock.quorumStatus();
+        if (!status.available) continue;
+        // sqs-consumer runs two poll loops if started while its last poll is still in flight.
+        while (this.#consumers.some((c) => c.status.isPolling) && this.#state === 'paused') await sleep(20);
+        if (this.#state !== 'paused') return;
+        this.#state = 'running';
+        for (const consumer of this.#consumers) consumer.start();
+        this.#logger.info('Redis quorum is back: polling resumed');
+        this.emit('polling_resumed');
+      }
+    })().finally(() => {
+      this.#pausing = undefined;
+    });
+  }
+
+  #sqsError(operation: string, error: unknown): void {
+    this.#logger.error(`SQS ${operation} failed`, { err: serializeError(error) });
+    this.emit('sqs_error', { operation, error });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  // Not unref'd: a paused or stopping worker must keep the process alive.
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

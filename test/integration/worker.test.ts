@@ -1,0 +1,163 @@
+import type { Redis } from 'ioredis';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  POISON_ATTRIBUTES,
+  type Redlock,
+  Worker,
+  type WorkerEvents,
+  type WorkerOptions,
+} from '../../src/index.ts';
+import { jobs, LedgerHandler } from '../helpers/handlers.ts';
+import { Ledger } from '../helpers/ledger.ts';
+import { eventually, redlockOver, silentLogger } from '../helpers/lock.ts';
+import { useRedisNodes } from '../helpers/redis-nodes.ts';
+import { drainQueue, sendMessages, useSqs } from '../helpers/sqs.ts';
+
+describe('Worker', () => {
+  const redis = useRedisNodes(3);
+  const ledgerNode = useRedisNodes(1);
+  const env = useSqs();
+  let ledgerClient: Redis;
+  const running: { worker: Worker<unknown>; redlock: Redlock }[] = [];
+
+  beforeAll(() => {
+    ledgerClient = ledgerNode.clients()[0] as Redis;
+  });
+  afterEach(async () => {
+    await Promise.all(running.map(({ worker }) => worker.stop({ timeoutMs: 5_000 })));
+    await Promise.all(running.map(({ redlock }) => redlock.quit()));
+    running.length = 0;
+  });
+
+  type Events = { [K in keyof WorkerEvents]?: WorkerEvents[K][0][] };
+
+  /** Starts a worker with its own Redlock (own connections) and records every event. */
+  async function startWorker(
+    handler: LedgerHandler,
+    queueUrl: string,
+    options: Partial<WorkerOptions<unknown>> & { lockTtlMs?: number } = {},
+  ): Promise<{ worker: Worker<unknown>; events: Events }> {
+    const { lockTtlMs = 3_000, ...rest } = options;
+    const { redlock } = redlockOver(redis, { ttlMs: lockTtlMs });
+    const worker = new Worker({
+      queueUrl,
+      sqs: env.sqs,
+      redlock,
+      handler: handler as never,
+      logger: silentLogger,
+      waitTimeSeconds: 1,
+      ...rest,
+    });
+    const events: Events = {};
+    const names: (keyof WorkerEvents)[] = [
+      'message_processed',
+      'duplicate_skipped',
+      'lock_contended',
+      'quorum_unavailable',
+      'poison_message',
+      'handler_error',
+      'lock_lost',
+      'message_released',
+    ];
+    for (const name of names) {
+      const list: unknown[] = [];
+      (events as Record<string, unknown[]>)[name] = list;
+      worker.on(name, (e: unknown) => list.push(e));
+    }
+    running.push({ worker, redlock });
+    await worker.start();
+    return { worker, events };
+  }
+
+  it('processes every message once, deletes it, and gives the handler its context', async () => {
+    const { queueUrl, queueName } = env.createQueue('happy');
+    const ledger = new Ledger(ledgerClient, 'happy');
+    const handler = new LedgerHandler(ledger);
+    const { events } = await startWorker(handler, queueUrl);
+    const sent = jobs(25, 'h');
+    await sendMessages(env.sqs, queueUrl, sent);
+
+    await eventually(async () => (await ledger.report(sent.map((j) => j.id))).applied === 25, 15_000);
+    await eventually(async () => env.counts(queueName).total === 0);
+    const report = await ledger.report(sent.map((j) => j.id));
+    expect(report).toMatchObject({ lost: 0, appliedTwice: 0, concurrentRuns: 0, runsStarted: 25 });
+    expect(events.message_processed).toHaveLength(25);
+    expect(handler.seen.every((s) => s.receiveCount === 1 && s.fencingToken > 0 && !s.aborted)).toBe(true);
+  });
+
+  it('suppresses forced duplicate deliveries: every effect exactly once (visibility 1 s, handler 2.5 s, heartbeat off)', async () => {
+    const { queueUrl, queueName } = env.createQueue('dupes', { visibilityTimeoutSec: 1 });
+    const ledger = new Ledger(ledgerClient, 'dupes');
+    const handlers = [new LedgerHandler(ledger), new LedgerHandler(ledger)];
+    const options = {
+      visibilityTimeoutSec: 1,
+      extendVisibility: false,
+      concurrency: 2,
+      batchSize: 5,
+    } as const;
+    const workers = await Promise.all(handlers.map((h) => startWorker(h, queueUrl, options)));
+    // 10 messages, 4 pollers of 5: two pollers stay free to receive the redeliveries.
+    const sent = jobs(10, 'd', { workMs: 2_500 });
+    await sendMessages(env.sqs, queueUrl, sent);
+
+    await eventually(async () => env.counts(queueName).total === 0, 40_000);
+    const report = await ledger.report(sent.map((j) => j.id));
+    expect(report).toMatchObject({ sent: 10, applied: 10, lost: 0, appliedTwice: 0, concurrentRuns: 0 });
+    const count = (name: keyof Events): number =>
+      workers.reduce((n, w) => n + (w.events[name]?.length ?? 0), 0);
+    expect(count('message_processed')).toBe(10);
+    expect(count('lock_contended')).toBeGreaterThan(0);
+    expect(count('duplicate_skipped')).toBeGreaterThan(0);
+    expect(count('lock_lost')).toBe(0);
+  });
+
+  it('dead-letters poison with its reason; the handler never runs on it; nothing else is affected', async () => {
+    const { queueUrl, queueName, dlqUrl } = env.createQueue('poison', { maxReceiveCount: 5 });
+    const ledger = new Ledger(ledgerClient, 'poison');
+    const handler = new LedgerHandler(ledger);
+    const { events } = await startWorker(handler, queueUrl);
+    const good = jobs(6, 'ok');
+    await sendMessages(env.sqs, queueUrl, [
+      ...good.slice(0, 3),
+      { body: '{"id": "broken' }, // malformed JSON: hydrate throws
+      { body: JSON.stringify({ nope: true }) }, // valid JSON, invalid job: hydrate returns null
+      ...good.slice(3),
+    ]);
+
+    await eventually(async () => env.counts(queueName).total === 0, 15_000);
+    const dead = await drainQueue(env.sqs, dlqUrl as string);
+    expect(dead).toHaveLength(2);
+    const reasons = dead.map((m) => m.MessageAttributes?.[POISON_ATTRIBUTES.reason]?.StringValue).sort();
+    expect(reasons[0]).toBe('hydrate returned null');
+    expect(reasons[1]).toMatch(/^hydrate threw: .*JSON/);
+    const broken = dead.find((m) => m.Body === '{"id": "broken');
+    expect(JSON.parse(broken?.MessageAttributes?.[POISON_ATTRIBUTES.error]?.StringValue ?? '{}').name).toBe(
+      'SyntaxError',
+    );
+    expect(broken?.MessageAttributes?.[POISON_ATTRIBUTES.sourceMessageId]?.StringValue).toBeTruthy();
+
+    expect(handler.order).toHaveLength(6); // never ran on poison
+    expect(await ledger.report(good.map((j) => j.id))).toMatchObject({ applied: 6, appliedTwice: 0 });
+    expect(events.poison_message?.every((e) => e.deadLettered)).toBe(true);
+  });
+
+  it('retries a failing handler with growing visibility, then the queue redrives it to the DLQ', async () => {
+    const { queueUrl, queueName, dlqUrl } = env.createQueue('failing', { maxReceiveCount: 3 });
+    const ledger = new Ledger(ledgerClient, 'failing');
+    const handler = new LedgerHandler(ledger);
+    const { events } = await startWorker(handler, queueUrl, { retryBaseSec: 0.5 });
+    const [bad] = jobs(1, 'bad', { fail: true });
+    const fine = jobs(3, 'fine');
+    await sendMessages(env.sqs, queueUrl, [bad as { body: string }, ...fine]);
+
+    await eventually(async () => env.counts(queueName).total === 0, 20_000);
+    const errors = events.handler_error ?? [];
+    expect(errors.map((e) => e.receiveCount)).toEqual([1, 2, 3]);
+    const delays = errors.map((e) => e.retryInSec);
+    expect(delays[2]).toBeGreaterThan(delays[0] ?? Number.POSITIVE_INFINITY);
+    expect([...delays].sort((a, b) => a - b)).toEqual(delays);
+    const dead = await drainQueue(env.sqs, dlqUrl as string);
+    expect(dead.map((m) => JSON.parse(m.Body ?? '{}').id)).toEqual(['bad-0']);
+    expect(await ledger.report(fine.map((j) => j.id))).toMatchObject({ applied: 3, appliedTwice: 0 });
+  });
+});
