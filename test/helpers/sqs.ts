@@ -136,7 +136,7 @@ export async function sendMessages(
     );
     if (out.Failed?.length) throw new Error(`send failed: ${JSON.stringify(out.Failed)}`);
     const byId = new Map((out.Successful ?? []).map((s) => [s.Id, s.MessageId]));
-    chunk.forEach((_, j) => ids.push(byId.get(`e${j}`) ?? ''));
+    for (let j = 0; j < chunk.length; j++) ids.push(byId.get(`e${j}`) ?? '');
   }
   return ids;
 }
