@@ -2,12 +2,16 @@ import type { Message } from '@aws-sdk/client-sqs';
 
 /** What happened to one message of a batch. The runtime settles it (delete, back off, dead-letter). */
 export type Outcome =
-  /** The handler succeeded and the completion marker reached a quorum while the lock was held: delete. */
+  /**
+   * The handler succeeded while the lock was held: delete. `marked`: the completion marker reached a
+   * quorum (false when Redis failed right after the work; a later duplicate delivery would then run).
+   */
   | {
       readonly kind: 'processed';
       readonly lockKey: string;
       readonly fencingToken: number;
       readonly durationMs: number;
+      readonly marked: boolean;
     }
   /** The key's completion marker exists: a duplicate delivery of finished work. Delete, do not run. */
   | { readonly kind: 'duplicate'; readonly lockKey: string }

@@ -128,30 +128,35 @@ export async function runBatch<T>(
   } finally {
     deps.inFlight?.remove(running);
     // The one place where this batch's locks end: successes are completed, everything else released.
-    const toComplete = succeeded.filter((s) => s.lock.isHeld);
-    const toRelease = running.map((r) => r.lock).filter((lock) => !toComplete.some((s) => s.lock === lock));
-    const [completed] = await Promise.all([
+    const successLocks = new Set(succeeded.map((s) => s.lock));
+    const [marked] = await Promise.all([
       deps.redlock.completeMany(
-        toComplete.map((s) => s.lock),
+        succeeded.map((s) => s.lock),
         deps.completionTtlMs === undefined ? {} : { ttlMs: deps.completionTtlMs },
       ),
-      deps.redlock.releaseMany(toRelease),
+      deps.redlock.releaseMany(running.map((r) => r.lock).filter((lock) => !successLocks.has(lock))),
     ]);
-    for (const s of succeeded) {
-      const ok = completed[toComplete.indexOf(s)] === true;
-      const lockKey = s.lock.key;
-      if (ok) {
-        outcomes.set(s.message, {
-          kind: 'processed',
-          lockKey,
-          fencingToken: s.lock.fencingToken,
-          durationMs: s.durationMs,
-        });
-      } else {
-        const error = s.lock.signal.reason ?? new Error('the completion marker did not reach a quorum');
-        outcomes.set(s.message, { kind: 'lock_lost', lockKey, fencingToken: s.lock.fencingToken, error });
+    succeeded.forEach((s, i) => {
+      const { key: lockKey, fencingToken } = s.lock;
+      const ok = marked[i] === true;
+      if (!ok) {
+        deps.logger.warn(
+          'completion marker not written (no quorum); the message is deleted, but a later duplicate delivery would run again',
+          {
+            messageId: s.message.MessageId,
+            lockKey,
+            fencingToken,
+          },
+        );
       }
-    }
+      outcomes.set(s.message, {
+        kind: 'processed',
+        lockKey,
+        fencingToken,
+        durationMs: s.durationMs,
+        marked: ok,
+      });
+    });
   }
   return messages.map((message) => ({
     message,

@@ -218,7 +218,7 @@ export class Redlock extends EventEmitter<RedlockEvents> {
   /**
    * Writes the completion marker of each lock and releases it, one round trip per node. Answers, per
    * lock, whether a quorum did so while the lock was held; a lock that is no longer held is not marked.
-   * Never throws.
+   * A lock whose marker did not reach a quorum is released best-effort. Never throws.
    */
   async completeMany(locks: readonly Lock[], options: { ttlMs?: number } = {}): Promise<boolean[]> {
     const markerTtl = integer('ttlMs', options.ttlMs ?? this.options.completionTtlMs, { min: 1 });
@@ -231,10 +231,8 @@ export class Redlock extends EventEmitter<RedlockEvents> {
       this.#logger.debug('complete failed', { err: asError(error).message });
     }
     const ok = new Map(held.map((lock, i) => [lock, done[i] === true]));
-    for (const lock of locks) {
-      if (ok.get(lock)) lock.markEnded('completed');
-      else lock.markLost('not_owner', 'completion marker did not reach a quorum while the lock was held');
-    }
+    // No marker on a quorum is not a lost lock: the work may well have run under it. The caller decides.
+    for (const lock of locks) lock.markEnded(ok.get(lock) ? 'completed' : 'released');
     // Locks that were not held (or failed) are released best-effort so they do not linger.
     const rest = locks.filter((lock) => !ok.get(lock));
     if (rest.length > 0) await releaseBatch(this.#ctx, rest).catch(() => undefined);

@@ -6,8 +6,10 @@ export interface MessageEvent {
 }
 
 export interface WorkerEvents {
-  /** The handler succeeded under the lock; the marker is written and the message deleted. */
-  message_processed: [MessageEvent & { readonly fencingToken: number; readonly durationMs: number }];
+  /** The handler succeeded under the lock and the message is deleted; `marked`: the completion marker reached a quorum. */
+  message_processed: [
+    MessageEvent & { readonly fencingToken: number; readonly durationMs: number; readonly marked: boolean },
+  ];
   /** A redelivery of finished work: acked without running the handler. */
   duplicate_skipped: [MessageEvent];
   /** Another worker holds the message's lock: put back with a backoff, never deleted. */

@@ -185,7 +185,15 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         switch (outcome.kind) {
           case 'processed':
             toDelete.push(message);
-            after.push(() => this.emit('message_processed', { messageId, ...outcome }));
+            after.push(() =>
+              this.emit('message_processed', {
+                messageId,
+                lockKey: outcome.lockKey,
+                fencingToken: outcome.fencingToken,
+                durationMs: outcome.durationMs,
+                marked: outcome.marked,
+              }),
+            );
             return;
           case 'duplicate':
             toDelete.push(message);

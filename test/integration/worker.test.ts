@@ -1,73 +1,26 @@
 import type { Redis } from 'ioredis';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  POISON_ATTRIBUTES,
-  type Redlock,
-  Worker,
-  type WorkerEvents,
-  type WorkerOptions,
-} from '../../src/index.ts';
+import { POISON_ATTRIBUTES } from '../../src/index.ts';
 import { jobs, LedgerHandler } from '../helpers/handlers.ts';
 import { Ledger } from '../helpers/ledger.ts';
-import { eventually, redlockOver, silentLogger } from '../helpers/lock.ts';
+import { eventually } from '../helpers/lock.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 import { drainQueue, sendMessages, useSqs } from '../helpers/sqs.ts';
+import { type RecordedEvents, workerFactory } from '../helpers/worker.ts';
 
 describe('Worker', () => {
   const redis = useRedisNodes(3);
   const ledgerNode = useRedisNodes(1);
   const env = useSqs();
+  const workers = workerFactory(redis, env);
   let ledgerClient: Redis;
-  const running: { worker: Worker<unknown>; redlock: Redlock }[] = [];
 
   beforeAll(() => {
     ledgerClient = ledgerNode.clients()[0] as Redis;
   });
-  afterEach(async () => {
-    await Promise.all(running.map(({ worker }) => worker.stop({ timeoutMs: 5_000 })));
-    await Promise.all(running.map(({ redlock }) => redlock.quit()));
-    running.length = 0;
-  });
+  afterEach(() => workers.stopAll());
 
-  type Events = { [K in keyof WorkerEvents]?: WorkerEvents[K][0][] };
-
-  /** Starts a worker with its own Redlock (own connections) and records every event. */
-  async function startWorker(
-    handler: LedgerHandler,
-    queueUrl: string,
-    options: Partial<WorkerOptions<unknown>> & { lockTtlMs?: number } = {},
-  ): Promise<{ worker: Worker<unknown>; events: Events }> {
-    const { lockTtlMs = 3_000, ...rest } = options;
-    const { redlock } = redlockOver(redis, { ttlMs: lockTtlMs });
-    const worker = new Worker({
-      queueUrl,
-      sqs: env.sqs,
-      redlock,
-      handler: handler as never,
-      logger: silentLogger,
-      waitTimeSeconds: 1,
-      ...rest,
-    });
-    const events: Events = {};
-    const names: (keyof WorkerEvents)[] = [
-      'message_processed',
-      'duplicate_skipped',
-      'lock_contended',
-      'quorum_unavailable',
-      'poison_message',
-      'handler_error',
-      'lock_lost',
-      'message_released',
-    ];
-    for (const name of names) {
-      const list: unknown[] = [];
-      (events as Record<string, unknown[]>)[name] = list;
-      worker.on(name, (e: unknown) => list.push(e));
-    }
-    running.push({ worker, redlock });
-    await worker.start();
-    return { worker, events };
-  }
+  const startWorker = workers.start;
 
   it('processes every message once, deletes it, and gives the handler its context', async () => {
     const { queueUrl, queueName } = env.createQueue('happy');
@@ -103,8 +56,8 @@ describe('Worker', () => {
     await eventually(async () => env.counts(queueName).total === 0, 40_000);
     const report = await ledger.report(sent.map((j) => j.id));
     expect(report).toMatchObject({ sent: 10, applied: 10, lost: 0, appliedTwice: 0, concurrentRuns: 0 });
-    const count = (name: keyof Events): number =>
-      workers.reduce((n, w) => n + (w.events[name]?.length ?? 0), 0);
+    const count = (name: keyof RecordedEvents): number =>
+      workers.reduce((n, w) => n + w.events[name].length, 0);
     expect(count('message_processed')).toBe(10);
     expect(count('lock_contended')).toBeGreaterThan(0);
     expect(count('duplicate_skipped')).toBeGreaterThan(0);

@@ -1,0 +1,72 @@
+import type {
+  Redlock,
+  RedlockOptions,
+  WorkerEvents,
+  WorkerOptions,
+  Worker as WorkerType,
+} from '../../src/index.ts';
+import { Worker } from '../../src/index.ts';
+import { redlockOver, silentLogger } from './lock.ts';
+import type { RedisNodes } from './redis-nodes.ts';
+import type { SqsEnv } from './sqs.ts';
+
+/** Every event a worker emitted, by name, in order. */
+export type RecordedEvents = { [K in keyof WorkerEvents]: WorkerEvents[K][0][] };
+
+const RECORDED: (keyof WorkerEvents)[] = [
+  'message_processed',
+  'duplicate_skipped',
+  'lock_contended',
+  'quorum_unavailable',
+  'poison_message',
+  'handler_error',
+  'lock_lost',
+  'message_released',
+  'polling_paused',
+  'polling_resumed',
+  'sqs_error',
+];
+
+export interface StartedWorker {
+  readonly worker: WorkerType<unknown>;
+  readonly redlock: Redlock;
+  readonly events: RecordedEvents;
+}
+
+/**
+ * Starts in-process workers against fauxqs and the harness's Redis nodes, each with its own Redlock
+ * (own connections), recording their events; `stopAll()` stops them and closes their Redlocks.
+ */
+export function workerFactory(redis: RedisNodes, env: SqsEnv) {
+  const started: StartedWorker[] = [];
+  return {
+    async start(
+      handler: unknown,
+      queueUrl: string,
+      options: Partial<WorkerOptions<unknown>> & { lock?: RedlockOptions } = {},
+    ): Promise<StartedWorker> {
+      const { lock, ...rest } = options;
+      const { redlock } = redlockOver(redis, { ttlMs: 3_000, ...lock });
+      const worker = new Worker({
+        queueUrl,
+        sqs: env.sqs,
+        redlock,
+        handler: handler as never,
+        logger: silentLogger,
+        waitTimeSeconds: 1,
+        ...rest,
+      });
+      const events = Object.fromEntries(RECORDED.map((name) => [name, []])) as unknown as RecordedEvents;
+      for (const name of RECORDED) worker.on(name, (e?: unknown) => (events[name] as unknown[]).push(e));
+      const entry = { worker, redlock, events };
+      started.push(entry);
+      await worker.start();
+      return entry;
+    },
+    async stopAll(): Promise<void> {
+      const all = started.splice(0);
+      await Promise.all(all.map(({ worker }) => worker.stop({ timeoutMs: 5_000 })));
+      await Promise.all(all.map(({ redlock }) => redlock.quit()));
+    },
+  };
+}
