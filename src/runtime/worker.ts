@@ -145,7 +145,12 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         return [];
       },
     });
-    consumer.on('error', (error) => this.#sqsError('receive', error));
+    consumer.on('error', (error) => {
+      // stop() and pauses abort the idle long poll on purpose: that is not an SQS failure.
+      if (this.#state !== 'running' && /aborted/i.test(`${error.message} ${(error.cause as Error)?.name}`))
+        return;
+      this.#sqsError('receive', error);
+    });
     return consumer;
   }
 
