@@ -1,5 +1,5 @@
 import type { LockRef, QuorumContext } from './context.ts';
-import { broadcast, keysOf } from './context.ts';
+import { keysOf, sendUntil } from './context.ts';
 import { type FenceRaise, raiseFences } from './fence.ts';
 import { validityMs } from './quorum.ts';
 import { rollback } from './release.ts';
@@ -7,35 +7,41 @@ import { defineScript } from './script.ts';
 
 export const ACQUIRE_SCRIPT = defineScript(
   'acquire',
-  { keysPerLock: 3, argsPerLock: 1 },
+  { keysPerLock: 2, argsPerLock: 1 },
   `
 --[[ Acquire a batch of locks on one node.
-  KEYS, per lock i: the lock key, its fencing counter, its completion marker
+  KEYS, per lock i: the lock key, its fencing counter
   ARGV[1]: TTL in ms   ARGV[2]: counter TTL in ms (0 = keep forever)
-  ARGV[3]: seed of a new counter (the client's clock in microseconds, so tokens outlive an expired counter)
-  ARGV[3+i]: our owner value of lock i (random)
-  Returns, per lock: {1, token} granted | {0, pttl} held by another owner | {2, 0} completed ]]
-local ttl, counterTtl, seed = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+  ARGV[3]: first token of a new counter (the client's clock in microseconds, so tokens stay monotonic
+           after a counter expired or a node came back empty)
+  ARGV[3+i]: our owner value of lock i (random; never starts with '!')
+  Returns, per lock, one integer: > 0 granted, the fencing token | 0 completed: the lock key holds a
+  completion marker ('!' .. token) | < 0 held by another owner, -(its remaining ms + 1) ]]
+local ttl, counterTtl, first = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local out = {}
-for i = 1, #KEYS / 3 do
-  local lock, fence, done, value = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[3 + i]
-  if redis.call('EXISTS', done) == 1 then
-    out[i] = {2, 0}
-  else
-    local granted = redis.call('SET', lock, value, 'NX', 'PX', ttl)
-    if not granted and redis.call('GET', lock) == value then
+for i = 1, #KEYS / 2 do
+  local lock, fence, value = KEYS[2 * i - 1], KEYS[2 * i], ARGV[3 + i]
+  local granted = redis.call('SET', lock, value, 'NX', 'PX', ttl)
+  if not granted then
+    local current = redis.call('GET', lock)
+    if current == value then
       -- Our own earlier attempt, answered too late to count: take it over.
       redis.call('PEXPIRE', lock, ttl)
       granted = true
-    end
-    if granted then
-      redis.call('SET', fence, seed, 'NX')
-      local token = redis.call('INCR', fence)
-      if counterTtl > 0 then redis.call('PEXPIRE', fence, counterTtl) end
-      out[i] = {1, token}
+    elseif string.byte(current, 1) == 33 then
+      out[i] = 0
     else
-      out[i] = {0, redis.call('PTTL', lock)}
+      out[i] = -(redis.call('PTTL', lock) + 1)
     end
+  end
+  if granted then
+    -- A new counter starts at the clock (one SET); an existing one counts on (a failed SET and INCR).
+    if counterTtl > 0 then
+      granted = redis.call('SET', fence, first, 'NX', 'PX', counterTtl)
+    else
+      granted = redis.call('SET', fence, first, 'NX')
+    end
+    out[i] = granted and tonumber(first) or redis.call('INCR', fence)
   end
 end
 return out
@@ -80,24 +86,41 @@ export async function acquireBatch(
   ttlMs: number,
 ): Promise<AcquireVerdict[]> {
   const startedAt = ctx.now();
-  const seed = Date.now() * 1000;
+  const firstToken = String(Date.now() * 1000 + 1);
   const items = requests.map((r) => {
     const k = keysOf(ctx.options.keyPrefix, r.key);
-    return { keys: [k.lock, k.fence, k.done], args: [r.value] };
+    return { keys: [k.lock, k.fence], args: [r.value] };
   });
-  const replies = await broadcast(ctx, ACQUIRE_SCRIPT, [ttlMs, ctx.options.fencingTtlMs, seed], items);
+  // Decided once every key is granted by a quorum or seen completed: the slowest node is not waited for.
+  const replies = await sendUntil(
+    ctx,
+    ACQUIRE_SCRIPT,
+    [ttlMs, ctx.options.fencingTtlMs, firstToken],
+    ctx.nodes.map(() => items),
+    (sofar) =>
+      items.every((_, i) => {
+        let granted = 0;
+        for (const reply of sofar) {
+          const answer = reply?.ok ? reply.replies[i] : undefined;
+          if (answer === 0) return true;
+          if (typeof answer === 'number' && answer > 0) granted++;
+        }
+        return granted >= ctx.quorum;
+      }),
+  );
 
   const tallies = requests.map((_, i) => {
     const t: Tally = { granted: [], held: 0, heldPttl: 0, done: 0, failed: [] };
     replies.forEach((reply, j) => {
+      if (reply === undefined) return; // not waited for: the key was decided without it
       const answer = reply.ok ? reply.replies[i] : undefined;
-      const [status, n] = Array.isArray(answer) ? (answer as [unknown, unknown]) : [undefined, undefined];
-      if (status === 1 && typeof n === 'number') t.granted.push({ node: j, token: n });
-      else if (status === 0) {
+      if (typeof answer !== 'number') t.failed.push(j);
+      else if (answer > 0) t.granted.push({ node: j, token: answer });
+      else if (answer === 0) t.done++;
+      else {
         t.held++;
-        t.heldPttl = Math.max(t.heldPttl, typeof n === 'number' ? n : 0);
-      } else if (status === 2) t.done++;
-      else t.failed.push(j);
+        t.heldPttl = Math.max(t.heldPttl, -answer - 1);
+      }
     });
     return t;
   });
@@ -141,6 +164,7 @@ function decide(
 ): AcquireVerdict {
   const { key } = request;
   const { validity, startedAt, decidedAt, failedNodes, atToken } = at;
+  // One node's marker is enough: a marker is only written by an owner after its work succeeded.
   if (t.done > 0) return { kind: 'done', key };
   const answered = t.granted.length + t.held;
   if (t.granted.length < ctx.quorum) {

@@ -11,16 +11,18 @@ export interface QuorumContext {
   readonly now: () => number;
 }
 
-/** The Redis keys of one lock: the owner value, the fencing counter and the completion marker share a hash tag. */
+/**
+ * The Redis keys of one lock, sharing a hash tag (so a Cluster keeps them in one slot): the lock key
+ * holds the owner value, or the completion marker once the work is done; the fence key the counter.
+ */
 export interface LockKeys {
   readonly lock: string;
   readonly fence: string;
-  readonly done: string;
 }
 
 export function keysOf(prefix: string, key: string): LockKeys {
   const tag = `${prefix}{${key}}`;
-  return { lock: `${tag}:lock`, fence: `${tag}:fence`, done: `${tag}:done` };
+  return { lock: `${tag}:lock`, fence: `${tag}:fence` };
 }
 
 /** Sends the same batch to every node at once: one round trip per node, whatever the batch size. */
@@ -30,17 +32,66 @@ export function broadcast(
   shared: readonly (string | number)[],
   items: readonly ScriptItem[],
 ): Promise<NodeReply[]> {
-  return Promise.all(ctx.nodes.map((node) => node.run(script, shared, items)));
+  return sendEach(
+    ctx,
+    script,
+    shared,
+    ctx.nodes.map(() => items),
+  );
 }
 
-/** Sends each node its own batch (some may be empty and cost nothing). */
-export function sendEach(
+/** Sends each node its own batch (an empty one costs nothing), all bounded by one shared deadline. */
+export async function sendEach(
   ctx: QuorumContext,
   script: LuaScript,
   shared: readonly (string | number)[],
   itemsByNode: readonly (readonly ScriptItem[])[],
 ): Promise<NodeReply[]> {
-  return Promise.all(ctx.nodes.map((node, j) => node.run(script, shared, itemsByNode[j] ?? [])));
+  return (await sendUntil(ctx, script, shared, itemsByNode, () => false)) as NodeReply[];
+}
+
+/**
+ * Like {@link sendEach}, but resolves as soon as `enough(replies)` holds for the replies so far (a
+ * quorum has decided), without waiting for the slowest node; unanswered nodes are `undefined`. The
+ * late calls stay bounded by the same deadline.
+ */
+export function sendUntil(
+  ctx: QuorumContext,
+  script: LuaScript,
+  shared: readonly (string | number)[],
+  itemsByNode: readonly (readonly ScriptItem[])[],
+  enough: (replies: readonly (NodeReply | undefined)[]) => boolean,
+): Promise<(NodeReply | undefined)[]> {
+  const n = ctx.nodes.length;
+  const replies: (NodeReply | undefined)[] = new Array(n).fill(undefined);
+  const sharedDeadline: boolean[] = new Array(n).fill(false);
+  let waiting = n;
+  return new Promise((resolve) => {
+    let resolved = false;
+    const settle = (j: number, reply: NodeReply): void => {
+      if (replies[j] !== undefined) return;
+      replies[j] = reply;
+      waiting--;
+      if (waiting === 0) clearTimeout(timer);
+      if (!resolved && (waiting === 0 || enough(replies))) {
+        resolved = true;
+        resolve(replies.slice());
+      }
+    };
+    // One timer for the whole broadcast: a ready node that has not answered by then is a "no". A node
+    // still making its first connection is not bound by it (run() waits for it within its own bounds).
+    const timer = setTimeout(() => {
+      ctx.nodes.forEach((node, j) => {
+        if (sharedDeadline[j] && replies[j] === undefined) settle(j, node.timedOut(script));
+      });
+    }, ctx.options.commandTimeoutMs);
+    ctx.nodes.forEach((node, j) => {
+      const items = itemsByNode[j] ?? [];
+      sharedDeadline[j] = node.isReady;
+      const reply = node.isReady ? node.send(script, shared, items) : node.run(script, shared, items);
+      void reply.then((r) => settle(j, r));
+    });
+  });
 }
 
 /** A lock as the operation modules see it. */

@@ -26,7 +26,12 @@ export class LockExtender {
   track(lock: Lock): void {
     if (this.#stopped) return;
     this.#locks.add(lock);
-    this.#schedule();
+    // Only the new lock can move the wake-up earlier: no need to look at the others.
+    const next = Math.min(
+      lock.deadline,
+      lock.autoExtend && !this.#extending ? lock.nextExtendAt : Number.POSITIVE_INFINITY,
+    );
+    if (!this.#timer || next < this.#wakeAt) this.#wakeUpAt(next);
   }
 
   untrack(lock: Lock): void {
@@ -57,6 +62,10 @@ export class LockExtender {
       if (!this.#extending && lock.autoExtend) next = Math.min(next, lock.nextExtendAt);
     }
     if (this.#timer && next >= this.#wakeAt) return;
+    this.#wakeUpAt(next);
+  }
+
+  #wakeUpAt(next: number): void {
     this.#clear();
     this.#wakeAt = next;
     this.#timer = setTimeout(() => this.#tick(), Math.max(0, Math.ceil(next - this.#now())));

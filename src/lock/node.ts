@@ -35,7 +35,40 @@ export class RedisNode {
     this.#firstAttemptSettled = client.status === 'ready' || client.status === 'end';
   }
 
-  /** Runs `script` over all `items` in one round trip (one per key slot on a Cluster), bounded by the command timeout. */
+  /** Commands may be sent now, and answers are bounded by the caller's shared deadline. */
+  get isReady(): boolean {
+    return this.client.status === 'ready';
+  }
+
+  /**
+   * Sends `script` over all `items` in one round trip (one per key slot on a Cluster). No timeout of
+   * its own (the caller bounds it) and never rejects: a failure is a "no".
+   */
+  send(
+    script: LuaScript,
+    shared: readonly (string | number)[],
+    items: readonly ScriptItem[],
+  ): Promise<NodeReply> {
+    if (items.length === 0) return Promise.resolve({ ok: true, replies: [] });
+    const call = this.client.isCluster
+      ? Promise.all(items.map((item) => this.#evalBatch(script, shared, [item]))).then((r) => r.flat())
+      : this.#evalBatch(script, shared, items);
+    return call.then(
+      (replies): NodeReply =>
+        replies.length === items.length
+          ? { ok: true, replies }
+          : {
+              ok: false,
+              error: new Error(`${this.label}: ${script.name} answered ${replies.length} of ${items.length}`),
+            },
+      (error: unknown): NodeReply => ({ ok: false, error: asError(error) }),
+    );
+  }
+
+  /**
+   * Like {@link send}, bounded by the command timeout, and for a client still making its first
+   * connection, after waiting for it (a cold start is not a "no").
+   */
   async run(
     script: LuaScript,
     shared: readonly (string | number)[],
@@ -44,23 +77,22 @@ export class RedisNode {
     if (items.length === 0) return { ok: true, replies: [] };
     const notReady = await this.#whenUsable();
     if (notReady) return { ok: false, error: notReady };
-    const call = this.client.isCluster
-      ? Promise.all(items.map((item) => this.#evalBatch(script, shared, [item]))).then((r) => r.flat())
-      : this.#evalBatch(script, shared, items);
+    const own = deadline(this.#timeouts.commandTimeoutMs);
     try {
-      const replies = await withTimeout(call, this.#timeouts.commandTimeoutMs, () =>
-        this.#timeoutError(script),
-      );
-      if (replies.length !== items.length) {
-        return {
-          ok: false,
-          error: new Error(`${this.label}: ${script.name} answered ${replies.length} of ${items.length}`),
-        };
-      }
-      return { ok: true, replies };
-    } catch (error) {
-      return { ok: false, error: asError(error) };
+      const reply = await Promise.race([this.send(script, shared, items), own.expired]);
+      return reply === TIMED_OUT ? this.timedOut(script) : reply;
+    } finally {
+      own.clear();
     }
+  }
+
+  timedOut(script: LuaScript): NodeReply {
+    return {
+      ok: false,
+      error: new Error(
+        `${this.label}: ${script.name} got no answer within ${this.#timeouts.commandTimeoutMs} ms`,
+      ),
+    };
   }
 
   /** PING within the command timeout; for health checks. */
@@ -75,22 +107,28 @@ export class RedisNode {
     }
   }
 
-  async #evalBatch(
+  #evalBatch(
     script: LuaScript,
     shared: readonly (string | number)[],
     items: readonly ScriptItem[],
   ): Promise<unknown[]> {
-    const keys = items.flatMap((item) => item.keys);
-    const args = [...shared, ...items.flatMap((item) => item.args)];
-    let reply: unknown;
-    try {
-      reply = await this.client.evalsha(script.sha, keys.length, ...keys, ...args);
-    } catch (error) {
-      if (!asError(error).message.includes('NOSCRIPT')) throw error;
-      reply = await this.client.eval(script.lua, keys.length, ...keys, ...args);
+    const keys: string[] = [];
+    const args: (string | number)[] = [...shared];
+    for (const item of items) {
+      keys.push(...item.keys);
+      args.push(...item.args);
     }
-    if (!Array.isArray(reply)) throw new Error(`${this.label}: ${script.name} returned ${typeof reply}`);
-    return reply;
+    return this.client
+      .evalsha(script.sha, keys.length, ...keys, ...args)
+      .catch((error: unknown) => {
+        // The node restarted or flushed its script cache: send the source once, it is cached again.
+        if (!asError(error).message.includes('NOSCRIPT')) throw error;
+        return this.client.eval(script.lua, keys.length, ...keys, ...args);
+      })
+      .then((reply) => {
+        if (!Array.isArray(reply)) throw new Error(`${this.label}: ${script.name} returned ${typeof reply}`);
+        return reply;
+      });
   }
 
   /** Undefined when commands may be sent now; otherwise the reason this node counts as a "no". */
@@ -125,12 +163,6 @@ export class RedisNode {
     });
     this.#firstAttemptSettled = true;
   }
-
-  #timeoutError(script: LuaScript): Error {
-    return new Error(
-      `${this.label}: ${script.name} got no answer within ${this.#timeouts.commandTimeoutMs} ms`,
-    );
-  }
 }
 
 function labelOf(client: RedisClient, index: number): string {
@@ -139,6 +171,22 @@ function labelOf(client: RedisClient, index: number): string {
   const options = (client as Redis).options;
   if (options.path) return options.path;
   return `${options.host ?? 'localhost'}:${options.port ?? 6379}`;
+}
+
+export const TIMED_OUT = Symbol('timed out');
+
+/** One timer shared by the calls of a broadcast, instead of one per node. */
+export interface Deadline {
+  readonly expired: Promise<typeof TIMED_OUT>;
+  clear(): void;
+}
+
+export function deadline(ms: number): Deadline {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), ms);
+  });
+  return { expired, clear: () => clearTimeout(timer) };
 }
 
 export function asError(error: unknown): Error {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'winston';
 import {
@@ -22,7 +22,7 @@ import type { QuorumContext } from './context.ts';
 import { type ExtendVerdict, extendBatch } from './extend.ts';
 import { LockExtender } from './extender.ts';
 import { Lock, type LockEngine } from './lock.ts';
-import { asError, type RedisClient, RedisNode, withTimeout } from './node.ts';
+import { type RedisClient, RedisNode, withTimeout } from './node.ts';
 import { quorumOf, validityMs, withJitter } from './quorum.ts';
 import { releaseBatch } from './release.ts';
 
@@ -159,7 +159,9 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     const retryCount = integer('retryCount', options.retryCount ?? this.options.retryCount, { min: 0 });
     const autoExtend = options.autoExtend ?? this.options.autoExtend;
     const results: AcquireResult[] = new Array(keys.length);
-    let pending = keys.map((key, index) => ({ index, key, value: randomBytes(16).toString('base64url') }));
+    // 122 random bits per call (a v4 UUID, from Node's pooled entropy), made unique per lock by its index.
+    const base = randomUUID();
+    let pending = keys.map((key, index) => ({ index, key, value: `${base}.${index}` }));
     const giveUpAt = this.#ctx.now() + this.options.acquireTimeoutMs;
 
     for (let attempt = 0; pending.length > 0; attempt++) {
@@ -207,12 +209,8 @@ export class Redlock extends EventEmitter<RedlockEvents> {
       lock.markEnded('released');
       this.#extender.untrack(lock);
     }
-    if (locks.length === 0) return;
-    try {
-      await releaseBatch(this.#ctx, locks);
-    } catch (error) {
-      this.#logger.debug('release failed', { err: asError(error).message });
-    }
+    // Every Redis failure becomes a node's "no" inside releaseBatch: nothing to catch here.
+    if (locks.length > 0) await releaseBatch(this.#ctx, locks);
   }
 
   /**
@@ -224,18 +222,13 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     const markerTtl = integer('ttlMs', options.ttlMs ?? this.options.completionTtlMs, { min: 1 });
     const held = locks.filter((lock) => lock.isHeld);
     for (const lock of locks) this.#extender.untrack(lock);
-    let done: boolean[] = [];
-    try {
-      done = await completeBatch(this.#ctx, held, markerTtl);
-    } catch (error) {
-      this.#logger.debug('complete failed', { err: asError(error).message });
-    }
+    const done = await completeBatch(this.#ctx, held, markerTtl);
     const ok = new Map(held.map((lock, i) => [lock, done[i] === true]));
     // No marker on a quorum is not a lost lock: the work may well have run under it. The caller decides.
     for (const lock of locks) lock.markEnded(ok.get(lock) ? 'completed' : 'released');
     // Locks that were not held (or failed) are released best-effort so they do not linger.
     const rest = locks.filter((lock) => !ok.get(lock));
-    if (rest.length > 0) await releaseBatch(this.#ctx, rest).catch(() => undefined);
+    if (rest.length > 0) await releaseBatch(this.#ctx, rest);
     return locks.map((lock) => ok.get(lock) === true);
   }
 

@@ -1,5 +1,5 @@
 import type { LockRef, QuorumContext } from './context.ts';
-import { broadcast, keysOf } from './context.ts';
+import { keysOf, sendUntil } from './context.ts';
 import { defineScript } from './script.ts';
 
 export const RELEASE_SCRIPT = defineScript(
@@ -24,17 +24,22 @@ return out
 );
 
 /**
- * Releases `locks` on every node in one round trip per node. Bounded by the command timeout and never
- * throws: a node that fails keeps the lock only until its TTL runs out.
- * Returns, per lock, how many nodes released it.
+ * Releases `locks` on every node in one round trip per node. Resolves once a quorum has answered (the
+ * rest finish in the background, bounded by the command timeout) and never throws: a node that fails
+ * keeps the lock only until its TTL runs out.
  */
-export async function releaseBatch(ctx: QuorumContext, locks: readonly LockRef[]): Promise<number[]> {
+export async function releaseBatch(ctx: QuorumContext, locks: readonly LockRef[]): Promise<void> {
   const items = locks.map((lock) => ({
     keys: [keysOf(ctx.options.keyPrefix, lock.key).lock],
     args: [lock.value],
   }));
-  const replies = await broadcast(ctx, RELEASE_SCRIPT, [], items);
-  return locks.map((_, i) => replies.filter((r) => r.ok && r.replies[i] === 1).length);
+  await sendUntil(
+    ctx,
+    RELEASE_SCRIPT,
+    [],
+    ctx.nodes.map(() => items),
+    (sofar) => sofar.filter((r) => r?.ok).length >= ctx.quorum,
+  );
 }
 
 /**

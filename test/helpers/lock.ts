@@ -1,6 +1,11 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'winston';
 import { Redlock, type RedlockOptions } from '../../src/index.ts';
+import { ACQUIRE_SCRIPT } from '../../src/lock/acquire.ts';
+import { COMPLETE_SCRIPT } from '../../src/lock/complete.ts';
+import { EXTEND_SCRIPT } from '../../src/lock/extend.ts';
+import { RAISE_FENCE_SCRIPT } from '../../src/lock/fence.ts';
+import { RELEASE_SCRIPT } from '../../src/lock/release.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import type { RedisNodes } from './redis-nodes.ts';
 
@@ -24,9 +29,10 @@ export function redlockOver(
   return { redlock, clients };
 }
 
-/** Calls of EVALSHA and EVAL per node since the last reset: the lock engine's round trips. */
-export async function scriptCalls(redis: RedisNodes): Promise<number[]> {
-  const stats = await Promise.all(redis.nodes.map((node) => node.commandStats()));
+/** Calls of EVALSHA and EVAL per node (of `which`, default all) since the last reset: the lock engine's round trips. */
+export async function scriptCalls(redis: RedisNodes, which?: number[]): Promise<number[]> {
+  const nodes = which ? which.map((i) => redis.nodes[i]).filter((n) => n !== undefined) : redis.nodes;
+  const stats = await Promise.all(nodes.map((node) => node.commandStats()));
   return stats.map((s) => (s.evalsha ?? 0) + (s.eval ?? 0));
 }
 
@@ -57,4 +63,10 @@ export async function eventually<T>(fn: () => Promise<T | undefined | false>, ti
     await sleep(25);
   }
   throw new Error(`condition not met within ${timeoutMs} ms`, { cause: lastError });
+}
+
+/** Loads every engine script on every client's node, so EVALSHA counts are round trips (no NOSCRIPT fallback). */
+export async function loadScripts(clients: readonly Redis[]): Promise<void> {
+  const scripts = [ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT, COMPLETE_SCRIPT, RAISE_FENCE_SCRIPT];
+  await Promise.all(clients.flatMap((client) => scripts.map((script) => client.script('LOAD', script.lua))));
 }
