@@ -4,18 +4,11 @@ import { serializeError } from 'serialize-error';
 import { Consumer } from 'sqs-consumer';
 import type { Logger } from 'winston';
 import { ShutdownError } from '../errors.ts';
-import type { MessageOutcome } from '../handler/outcome.ts';
-import { type PipelineDeps, receiveCountOf, runBatch } from '../handler/pipeline.ts';
+import { type PipelineDeps, runBatch } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
 import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from '../options.ts';
-import { contendedBackoffSec, failureBackoffSec, quorumBackoffSec } from './backoff.ts';
 import { Heartbeat } from './heartbeat.ts';
-import {
-  changeVisibility,
-  deleteMessages,
-  discoverDeadLetterQueueUrl,
-  sendToDeadLetter,
-} from './sqs-actions.ts';
+import { resolveDeadLetterQueueUrl, type SettleContext, settleOutcomes } from './settle.ts';
 
 export type WorkerState = 'idle' | 'running' | 'paused' | 'stopping' | 'stopped';
 
@@ -31,7 +24,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   readonly #shutdown = new AbortController();
   readonly #batches = new Set<Promise<void>>();
   readonly #pipeline: PipelineDeps<T>;
-  #deadLetterQueueUrl: string | undefined;
+  readonly #settler: SettleContext;
   #state: WorkerState = 'idle';
   #stopping: Promise<void> | undefined;
   #pausing: Promise<void> | undefined;
@@ -61,6 +54,16 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       inFlight: this.#heartbeat,
     };
     this.#consumers = Array.from({ length: o.concurrency }, () => this.#createConsumer());
+    this.#settler = {
+      sqs: o.sqs,
+      queueUrl: o.queueUrl,
+      deadLetterQueueUrl: undefined, // found at start()
+      backoff: o,
+      logger: this.#logger,
+      deleteAcked: true,
+      emit: (name, ...args) => this.emit(name, ...(args as never)),
+      onSqsError: (operation, error) => this.#sqsError(operation, error),
+    };
   }
 
   get state(): WorkerState {
@@ -70,18 +73,13 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   /** Finds the dead-letter queue (unless given) and starts polling. */
   async start(): Promise<void> {
     if (this.#state !== 'idle') return;
-    const configured = this.options.deadLetterQueueUrl;
-    if (typeof configured === 'string') this.#deadLetterQueueUrl = configured;
-    else if (configured === undefined) {
-      try {
-        this.#deadLetterQueueUrl = await discoverDeadLetterQueueUrl(this.options.sqs, this.options.queueUrl);
-      } catch (error) {
-        this.#logger.warn('could not read the queue RedrivePolicy; poison messages will be left to SQS', {
-          err: serializeError(error),
-        });
-      }
-    }
-    if (!this.#deadLetterQueueUrl) {
+    this.#settler.deadLetterQueueUrl = await resolveDeadLetterQueueUrl(
+      this.options.sqs,
+      this.options.queueUrl,
+      this.options.deadLetterQueueUrl,
+      this.#logger,
+    );
+    if (!this.#settler.deadLetterQueueUrl) {
       this.#logger.warn(
         'no dead-letter queue: poison messages stay in the queue until its redrive (if any) moves them',
       );
@@ -166,151 +164,14 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   async #processBatch(messages: Message[]): Promise<void> {
     try {
       const outcomes = await runBatch(this.#pipeline, messages);
-      await this.#settle(outcomes);
+      const { quorumLost } = await settleOutcomes(this.#settler, outcomes);
+      if (quorumLost) this.#pauseForQuorum();
     } catch (error) {
       // Nothing was deleted: the messages come back after their visibility timeout.
       this.#logger.error('batch failed', {
         err: serializeError(error),
         messageIds: messages.map((m) => m.MessageId),
       });
-    }
-  }
-
-  /** Applies the outcomes: delete what is done, back off what must wait, dead-letter poison. */
-  async #settle(outcomes: readonly MessageOutcome[]): Promise<void> {
-    const o = this.options;
-    const toDelete: Message[] = [];
-    const toDelay: { message: Message; seconds: number }[] = [];
-    const after: (() => void)[] = [];
-    let quorumLost = false;
-
-    await Promise.all(
-      outcomes.map(async ({ message, outcome }) => {
-        const messageId = message.MessageId ?? 'unknown';
-        switch (outcome.kind) {
-          case 'processed':
-            toDelete.push(message);
-            after.push(() =>
-              this.emit('message_processed', {
-                messageId,
-                lockKey: outcome.lockKey,
-                fencingToken: outcome.fencingToken,
-                durationMs: outcome.durationMs,
-                marked: outcome.marked,
-              }),
-            );
-            return;
-          case 'duplicate':
-            toDelete.push(message);
-            after.push(() => this.emit('duplicate_skipped', { messageId, lockKey: outcome.lockKey }));
-            return;
-          case 'contended': {
-            const retryInSec = contendedBackoffSec(outcome.retryAfterMs, o.retryMaxSec);
-            toDelay.push({ message, seconds: retryInSec });
-            after.push(() =>
-              this.emit('lock_contended', { messageId, lockKey: outcome.lockKey, retryInSec }),
-            );
-            return;
-          }
-          case 'quorum': {
-            quorumLost = true;
-            const retryInSec = quorumBackoffSec(o.quorumBackoffSec, o.retryMaxSec);
-            toDelay.push({ message, seconds: retryInSec });
-            after.push(() =>
-              this.emit('quorum_unavailable', {
-                messageId,
-                lockKey: outcome.lockKey,
-                failedNodes: outcome.failedNodes,
-                retryInSec,
-              }),
-            );
-            return;
-          }
-          case 'failed': {
-            const receiveCount = receiveCountOf(message);
-            const retryInSec = failureBackoffSec(receiveCount, o.retryBaseSec, o.retryMaxSec);
-            toDelay.push({ message, seconds: retryInSec });
-            after.push(() =>
-              this.emit('handler_error', {
-                messageId,
-                lockKey: outcome.lockKey,
-                fencingToken: outcome.fencingToken,
-                error: outcome.error,
-                receiveCount,
-                retryInSec,
-              }),
-            );
-            return;
-          }
-          case 'lock_lost':
-            toDelay.push({
-              message,
-              seconds: failureBackoffSec(receiveCountOf(message), o.retryBaseSec, o.retryMaxSec),
-            });
-            after.push(() =>
-              this.emit('lock_lost', {
-                messageId,
-                lockKey: outcome.lockKey,
-                fencingToken: outcome.fencingToken,
-                error: outcome.error,
-              }),
-            );
-            return;
-          case 'skipped':
-          case 'aborted': {
-            toDelay.push({ message, seconds: 0 });
-            const reason = outcome.kind === 'skipped' ? outcome.reason : 'shutdown';
-            after.push(() => this.emit('message_released', { messageId, lockKey: outcome.lockKey, reason }));
-            return;
-          }
-          case 'poison': {
-            const deadLettered = await this.#deadLetter(message, outcome.reason, outcome.error);
-            if (deadLettered) toDelete.push(message);
-            after.push(() =>
-              this.emit('poison_message', { messageId, reason: outcome.reason, deadLettered }),
-            );
-            return;
-          }
-        }
-      }),
-    );
-
-    const [deleted, delayed] = await Promise.all([
-      deleteMessages(o.sqs, o.queueUrl, toDelete),
-      changeVisibility(o.sqs, o.queueUrl, toDelay),
-    ]);
-    for (const error of deleted.errors) this.#sqsError('delete', error);
-    for (const error of delayed.errors) this.#sqsError('change_visibility', error);
-    if (deleted.failed.size > 0 && deleted.errors.length === 0) {
-      // The work is marked complete: the redelivery will be acked as a duplicate.
-      this.#logger.warn('some deletes were refused; their redeliveries will be acked as duplicates', {
-        messageIds: [...deleted.failed].map((m) => m.MessageId),
-      });
-    }
-    for (const emit of after) emit();
-    if (quorumLost) this.#pauseForQuorum();
-  }
-
-  async #deadLetter(message: Message, reason: string, error: unknown): Promise<boolean> {
-    const log = {
-      messageId: message.MessageId,
-      reason,
-      err: error === undefined ? undefined : serializeError(error),
-    };
-    if (!this.#deadLetterQueueUrl) {
-      this.#logger.warn(
-        'poison message left in the queue (no dead-letter queue); SQS redrive will move it',
-        log,
-      );
-      return false;
-    }
-    try {
-      await sendToDeadLetter(this.options.sqs, this.#deadLetterQueueUrl, message, reason, error);
-      this.#logger.warn('poison message moved to the dead-letter queue', log);
-      return true;
-    } catch (sendError) {
-      this.#sqsError('dead_letter', sendError);
-      return false;
     }
   }
 

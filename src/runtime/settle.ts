@@ -1,0 +1,183 @@
+import type { Message, SQSClient } from '@aws-sdk/client-sqs';
+import { serializeError } from 'serialize-error';
+import type { Logger } from 'winston';
+import type { MessageOutcome } from '../handler/outcome.ts';
+import { receiveCountOf } from '../handler/pipeline.ts';
+import type { WorkerEvents } from '../observability/events.ts';
+import { contendedBackoffSec, failureBackoffSec, quorumBackoffSec } from './backoff.ts';
+import {
+  changeVisibility,
+  deleteMessages,
+  discoverDeadLetterQueueUrl,
+  sendToDeadLetter,
+} from './sqs-actions.ts';
+
+/** What settling a batch needs; shared by the Worker and the Lambda adapter. */
+export interface SettleContext {
+  readonly sqs: SQSClient;
+  readonly queueUrl: string;
+  deadLetterQueueUrl: string | undefined;
+  readonly backoff: {
+    readonly retryBaseSec: number;
+    readonly retryMaxSec: number;
+    readonly quorumBackoffSec: number;
+  };
+  readonly logger: Logger;
+  /** The Worker deletes acked messages itself; Lambda leaves them to the event source mapping. */
+  readonly deleteAcked: boolean;
+  readonly emit: <K extends keyof WorkerEvents>(name: K, ...args: WorkerEvents[K]) => void;
+  readonly onSqsError: (operation: string, error: unknown) => void;
+}
+
+export interface Settlement {
+  /** Done with: processed, duplicates, dead-lettered poison. */
+  readonly acked: readonly Message[];
+  /** Still in the queue: to be retried (for Lambda, the batchItemFailures). */
+  readonly retained: readonly Message[];
+  /** Some message found no Redis quorum. */
+  readonly quorumLost: boolean;
+}
+
+/**
+ * Applies a batch's outcomes: delete what is done (or report it acked), put back with a backoff what
+ * must wait, dead-letter poison, then emit one event per message. Never deletes a message whose work
+ * did not succeed under its lock. Never throws for SQS failures (they are reported).
+ */
+export async function settleOutcomes(
+  ctx: SettleContext,
+  outcomes: readonly MessageOutcome[],
+): Promise<Settlement> {
+  const { retryBaseSec, retryMaxSec } = ctx.backoff;
+  const acked: Message[] = [];
+  const retained: Message[] = [];
+  const toDelay: { message: Message; seconds: number }[] = [];
+  const events: (() => void)[] = [];
+  let quorumLost = false;
+  const retain = (message: Message, seconds: number): void => {
+    retained.push(message);
+    toDelay.push({ message, seconds });
+  };
+
+  await Promise.all(
+    outcomes.map(async ({ message, outcome }) => {
+      const messageId = message.MessageId ?? 'unknown';
+      switch (outcome.kind) {
+        case 'processed': {
+          acked.push(message);
+          const { lockKey, fencingToken, durationMs, marked } = outcome;
+          events.push(() =>
+            ctx.emit('message_processed', { messageId, lockKey, fencingToken, durationMs, marked }),
+          );
+          return;
+        }
+        case 'duplicate':
+          acked.push(message);
+          events.push(() => ctx.emit('duplicate_skipped', { messageId, lockKey: outcome.lockKey }));
+          return;
+        case 'contended': {
+          const retryInSec = contendedBackoffSec(outcome.retryAfterMs, retryMaxSec);
+          retain(message, retryInSec);
+          events.push(() => ctx.emit('lock_contended', { messageId, lockKey: outcome.lockKey, retryInSec }));
+          return;
+        }
+        case 'quorum': {
+          quorumLost = true;
+          const retryInSec = quorumBackoffSec(ctx.backoff.quorumBackoffSec, retryMaxSec);
+          retain(message, retryInSec);
+          const { lockKey, failedNodes } = outcome;
+          events.push(() => ctx.emit('quorum_unavailable', { messageId, lockKey, failedNodes, retryInSec }));
+          return;
+        }
+        case 'failed': {
+          const receiveCount = receiveCountOf(message);
+          const retryInSec = failureBackoffSec(receiveCount, retryBaseSec, retryMaxSec);
+          retain(message, retryInSec);
+          const { lockKey, fencingToken, error } = outcome;
+          events.push(() =>
+            ctx.emit('handler_error', { messageId, lockKey, fencingToken, error, receiveCount, retryInSec }),
+          );
+          return;
+        }
+        case 'lock_lost': {
+          retain(message, failureBackoffSec(receiveCountOf(message), retryBaseSec, retryMaxSec));
+          const { lockKey, fencingToken, error } = outcome;
+          events.push(() => ctx.emit('lock_lost', { messageId, lockKey, fencingToken, error }));
+          return;
+        }
+        case 'skipped':
+        case 'aborted': {
+          retain(message, 0);
+          const reason = outcome.kind === 'skipped' ? outcome.reason : 'shutdown';
+          events.push(() => ctx.emit('message_released', { messageId, lockKey: outcome.lockKey, reason }));
+          return;
+        }
+        case 'poison': {
+          const deadLettered = await deadLetter(ctx, message, outcome.reason, outcome.error);
+          // Without a dead-letter queue it stays, untouched, for the queue's own redrive.
+          (deadLettered ? acked : retained).push(message);
+          events.push(() => ctx.emit('poison_message', { messageId, reason: outcome.reason, deadLettered }));
+          return;
+        }
+      }
+    }),
+  );
+
+  const [deleted, delayed] = await Promise.all([
+    ctx.deleteAcked ? deleteMessages(ctx.sqs, ctx.queueUrl, acked) : undefined,
+    changeVisibility(ctx.sqs, ctx.queueUrl, toDelay),
+  ]);
+  for (const error of deleted?.errors ?? []) ctx.onSqsError('delete', error);
+  for (const error of delayed.errors) ctx.onSqsError('change_visibility', error);
+  if (deleted && deleted.failed.size > 0 && deleted.errors.length === 0) {
+    // The work is marked complete: the redelivery will be acked as a duplicate.
+    ctx.logger.warn('some deletes were refused; their redeliveries will be acked as duplicates', {
+      messageIds: [...deleted.failed].map((m) => m.MessageId),
+    });
+  }
+  for (const emit of events) emit();
+  return { acked, retained, quorumLost };
+}
+
+async function deadLetter(
+  ctx: SettleContext,
+  message: Message,
+  reason: string,
+  error: unknown,
+): Promise<boolean> {
+  const log = {
+    messageId: message.MessageId,
+    reason,
+    err: error === undefined ? undefined : serializeError(error),
+  };
+  if (!ctx.deadLetterQueueUrl) {
+    ctx.logger.warn('poison message left in the queue (no dead-letter queue); SQS redrive will move it', log);
+    return false;
+  }
+  try {
+    await sendToDeadLetter(ctx.sqs, ctx.deadLetterQueueUrl, message, reason, error);
+    ctx.logger.warn('poison message moved to the dead-letter queue', log);
+    return true;
+  } catch (sendError) {
+    ctx.onSqsError('dead_letter', sendError);
+    return false;
+  }
+}
+
+/** The dead-letter queue to use: the configured one, none (false), or the one in the RedrivePolicy. */
+export async function resolveDeadLetterQueueUrl(
+  sqs: SQSClient,
+  queueUrl: string,
+  configured: string | false | undefined,
+  logger: Logger,
+): Promise<string | undefined> {
+  if (typeof configured === 'string') return configured;
+  if (configured === false) return undefined;
+  try {
+    return await discoverDeadLetterQueueUrl(sqs, queueUrl);
+  } catch (error) {
+    logger.warn('could not read the queue RedrivePolicy; poison messages will be left to SQS', {
+      err: serializeError(error),
+    });
+    return undefined;
+  }
+}
