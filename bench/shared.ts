@@ -180,3 +180,45 @@ export function environmentHeader(env: Environment, labels: Record<string, strin
 export function redisVersionOf(info: string): string {
   return /^redis_version:(.*)$/m.exec(info)?.[1]?.trim() ?? 'unknown';
 }
+
+// ---------------------------------------------------------------------------
+// Helpers of the worker benchmark (bench/worker.ts)
+
+/** Half the min-max range of `values` over their mean (0.05 = ±5%); NaN when empty. */
+export function relativeSpread(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  return (Math.max(...values) - Math.min(...values)) / 2 / mean;
+}
+
+/** `items` rotated left by `shift` (modulo its length): round r of an interleaved run starts at item r. */
+export function rotate<T>(items: readonly T[], shift: number): T[] {
+  if (items.length === 0) return [];
+  const s = ((shift % items.length) + items.length) % items.length;
+  return [...items.slice(s), ...items.slice(0, s)];
+}
+
+/** Adds counters name by name (e.g. the `INFO commandstats` of several nodes). */
+export function addCounts(...counts: readonly Readonly<Record<string, number>>[]): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const c of counts) for (const [name, n] of Object.entries(c)) sum[name] = (sum[name] ?? 0) + n;
+  return sum;
+}
+
+/**
+ * Commands a benchmark itself does not send: the harness's INFO / CONFIG RESETSTAT / FLUSHALL probes and
+ * connection handshakes. Names as `INFO commandstats` spells them (`config|resetstat`, `client|setinfo`).
+ */
+export function isRedisAdminCommand(name: string): boolean {
+  return /^(info|config|hello|client|ping|flushall|flushdb|select|quit|script|command|cluster|auth)(\||$)/.test(
+    name,
+  );
+}
+
+/** Total calls in `counts`, leaving out the commands `exclude` names (default: Redis admin commands). */
+export function totalCalls(
+  counts: Readonly<Record<string, number>>,
+  exclude: (name: string) => boolean = isRedisAdminCommand,
+): number {
+  return Object.entries(counts).reduce((n, [name, calls]) => (exclude(name) ? n : n + calls), 0);
+}

@@ -1,0 +1,45 @@
+import { Redis } from 'ioredis';
+import { BaseHandler, type HandlerContext, type Message } from 'sqs-redlock-worker';
+import { OrdersStore } from './store.ts';
+
+export interface Charge {
+  orderId: string;
+  cents: number;
+}
+
+/**
+ * Charges an order. Locked by order id (not MessageId), so two different messages about the same order
+ * never charge it at the same time; the store rejects a stale fencing token.
+ */
+export class ChargeOrderHandler extends BaseHandler<Charge> {
+  readonly #store: OrdersStore;
+
+  constructor(store: OrdersStore) {
+    super();
+    this.#store = store;
+  }
+
+  hydrate(message: Message): Charge | null {
+    const body: unknown = JSON.parse(message.Body ?? ''); // malformed JSON throws: poison, dead-lettered
+    if (typeof body !== 'object' || body === null) return null;
+    const { orderId, cents } = body as Partial<Charge>;
+    if (typeof orderId !== 'string' || !Number.isInteger(cents) || (cents as number) <= 0) return null;
+    return { orderId, cents: cents as number };
+  }
+
+  override lockKey(charge: Charge): string {
+    return `order:${charge.orderId}`;
+  }
+
+  async handle(charge: Charge, ctx: HandlerContext): Promise<void> {
+    ctx.signal.throwIfAborted();
+    const accepted = await this.#store.charge(charge.orderId, charge.cents, ctx.fencingToken);
+    if (!accepted) ctx.logger.warn('stale fencing token: a newer holder already charged this order');
+    ctx.logger.info('order charged', { orderId: charge.orderId, cents: charge.cents });
+  }
+}
+
+/** The CLI entry: `sqs-redlock-worker run examples/orders/handler.ts` loads this default export. */
+export default new ChargeOrderHandler(
+  new OrdersStore(new Redis(process.env.STORE_URL ?? 'redis://localhost:6379')),
+);
