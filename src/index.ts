@@ -26,6 +26,14 @@ export {
 } from './lock/redlock.ts';
 export type { MessageEvent, WorkerEvents } from './observability/events.ts';
 export { createLogger } from './observability/logger.ts';
-export { REDLOCK_DEFAULTS, type RedlockOptions, WORKER_DEFAULTS, type WorkerOptions } from './options.ts';
+export {
+  LAMBDA_DEFAULTS,
+  type LambdaOptions,
+  REDLOCK_DEFAULTS,
+  type RedlockOptions,
+  WORKER_DEFAULTS,
+  type WorkerOptions,
+} from './options.ts';
+export { createLambdaHandler, type LambdaEvents, type LambdaHandler } from './runtime/lambda.ts';
 export { POISON_ATTRIBUTES } from './runtime/sqs-actions.ts';
 export { Worker, type WorkerState } from './runtime/worker.ts';

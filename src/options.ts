@@ -369,3 +369,142 @@ export function resolveWorkerOptions<T>(options: WorkerOptions<T>): ResolvedWork
     completionTtlMs: o.completionTtlMs,
   };
 }
+
+// ---- Lambda ----
+
+/**
+ * Options of {@link createLambdaHandler}. Defaults are resolved by {@link resolveLambdaOptions}.
+ *
+ * Create the handler, and with it the Redlock and its Redis clients, at module scope, outside the
+ * exported function: Lambda keeps the module alive between invocations of a container, so the
+ * connections are made once per container and reused.
+ */
+export interface LambdaOptions {
+  /**
+   * The quorum lock engine every message runs under, or a factory that makes it. A factory is called
+   * on the first invocation only (once per container), and again only if it threw.
+   */
+  redlock: Redlock | (() => Redlock);
+  /**
+   * The SQS client used to dead-letter poison messages, set visibility backoffs and read the queue's
+   * RedrivePolicy (set `endpoint` for LocalStack or fauxqs). Deletes are left to the event source mapping.
+   * @defaultValue new SQSClient() (region and endpoint from the environment), once per container
+   */
+  sqs?: SQSClient;
+  /**
+   * The queue the events come from.
+   * @defaultValue derived from each record's `eventSourceARN` (`https://sqs.{region}.amazonaws.com/{account}/{name}`)
+   */
+  queueUrl?: string;
+  /**
+   * Where poison messages go. `undefined`: found from the queue's RedrivePolicy on the first invocation
+   * and cached for the container. `false`: none, poison messages are reported as failures and left to
+   * the queue's redrive (and logged).
+   * @defaultValue undefined (discovered)
+   */
+  deadLetterQueueUrl?: string | false;
+  /**
+   * A winston logger; each invocation gets a child carrying awsRequestId, each message one carrying
+   * messageId, lockKey and fencingToken.
+   * @defaultValue JSON to stdout at `LOG_LEVEL` (default `info`)
+   */
+  logger?: Logger;
+  /**
+   * Running handlers are aborted this long before the function's timeout (from
+   * `context.getRemainingTimeInMillis()`), in ms: their signal fires, their locks are released and
+   * their messages reported as failures, with time left to settle the batch.
+   * @defaultValue 2000
+   */
+  safetyMarginMs?: number;
+  /**
+   * TTL of completion markers, in ms: how long a redelivered duplicate is recognised.
+   * @defaultValue the Redlock's completionTtlMs
+   */
+  completionTtlMs?: number;
+  /**
+   * Base of the exponential backoff after a handler failure: base * 2^(receiveCount - 1) seconds.
+   * @defaultValue 2
+   */
+  retryBaseSec?: number;
+  /**
+   * Cap of every backoff, in seconds (SQS allows up to 43200).
+   * @defaultValue 900
+   */
+  retryMaxSec?: number;
+  /**
+   * Backoff of messages that found no Redis quorum, in seconds (plus jitter).
+   * @defaultValue 5
+   */
+  quorumBackoffSec?: number;
+  /**
+   * Include message bodies in error logs. Off: bodies may carry personal data.
+   * @defaultValue false
+   */
+  logMessageBodies?: boolean;
+}
+
+export interface ResolvedLambdaOptions {
+  readonly redlock: Redlock | (() => Redlock);
+  readonly sqs: SQSClient;
+  readonly queueUrl: string | undefined;
+  readonly deadLetterQueueUrl: string | false | undefined;
+  readonly logger: Logger;
+  readonly safetyMarginMs: number;
+  readonly completionTtlMs: number | undefined;
+  readonly retryBaseSec: number;
+  readonly retryMaxSec: number;
+  readonly quorumBackoffSec: number;
+  readonly logMessageBodies: boolean;
+}
+
+export const LAMBDA_DEFAULTS = {
+  safetyMarginMs: 2_000,
+  retryBaseSec: 2,
+  retryMaxSec: 900,
+  quorumBackoffSec: 5,
+  logMessageBodies: false,
+} as const;
+
+/** Applies defaults and checks every rule, alone and across options. Throws {@link ConfigError}. */
+export function resolveLambdaOptions(options: LambdaOptions): ResolvedLambdaOptions {
+  if (options === null || typeof options !== 'object')
+    throw new ConfigError('options', options, 'must be an object');
+  const o = { ...LAMBDA_DEFAULTS, ...dropUndefined(options) };
+  const redlock = o.redlock as unknown;
+  if (typeof redlock !== 'function' && (!redlock || typeof (redlock as Redlock).acquireMany !== 'function')) {
+    throw new ConfigError('redlock', redlock, 'must be a Redlock instance or a function that returns one');
+  }
+  if (o.queueUrl !== undefined && (typeof o.queueUrl !== 'string' || !/^https?:\/\/\S+$/.test(o.queueUrl))) {
+    throw new ConfigError(
+      'queueUrl',
+      o.queueUrl,
+      'must be an SQS queue URL (http:// or https://), or left out',
+    );
+  }
+  const dlq = o.deadLetterQueueUrl;
+  if (dlq !== undefined && dlq !== false && (typeof dlq !== 'string' || !/^https?:\/\/\S+$/.test(dlq))) {
+    throw new ConfigError('deadLetterQueueUrl', dlq, 'must be a queue URL, false, or left out (discovered)');
+  }
+  integer('safetyMarginMs', o.safetyMarginMs, { min: 0, max: 900_000 });
+  if (o.completionTtlMs !== undefined) integer('completionTtlMs', o.completionTtlMs, { min: 1 });
+  number('retryBaseSec', o.retryBaseSec, { min: 0, max: 43_200 });
+  number('retryMaxSec', o.retryMaxSec, { min: 0, max: 43_200 });
+  if (o.retryMaxSec < o.retryBaseSec) {
+    throw new ConfigError('retryMaxSec', o.retryMaxSec, `must be >= retryBaseSec (${o.retryBaseSec})`);
+  }
+  number('quorumBackoffSec', o.quorumBackoffSec, { min: 0, max: 43_200 });
+  boolean('logMessageBodies', o.logMessageBodies);
+  return {
+    redlock: redlock as Redlock | (() => Redlock),
+    sqs: o.sqs ?? new SQSClient({}),
+    queueUrl: o.queueUrl,
+    deadLetterQueueUrl: dlq,
+    logger: o.logger ?? defaultLogger(),
+    safetyMarginMs: o.safetyMarginMs,
+    completionTtlMs: o.completionTtlMs,
+    retryBaseSec: o.retryBaseSec,
+    retryMaxSec: o.retryMaxSec,
+    quorumBackoffSec: o.quorumBackoffSec,
+    logMessageBodies: o.logMessageBodies,
+  };
+}

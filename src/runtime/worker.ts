@@ -61,7 +61,14 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       backoff: o,
       logger: this.#logger,
       deleteAcked: true,
-      emit: (name, ...args) => this.emit(name, ...(args as never)),
+      emit: (name, ...args) => {
+        // A listener that throws must not look like a failed batch: the messages are already settled.
+        try {
+          this.emit(name, ...(args as never));
+        } catch (error) {
+          this.#logger.error(`a ${name} listener threw`, { err: serializeError(error) });
+        }
+      },
       onSqsError: (operation, error) => this.#sqsError(operation, error),
     };
   }

@@ -1,0 +1,319 @@
+import { EventEmitter } from 'node:events';
+import {
+  GetQueueAttributesCommand,
+  type Message,
+  type MessageAttributeValue,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { serializeError } from 'serialize-error';
+import type { Logger } from 'winston';
+import { ConfigError, ShutdownError } from '../errors.ts';
+import type { BaseHandler } from '../handler/base-handler.ts';
+import type { OutcomeKind } from '../handler/outcome.ts';
+import { type PipelineDeps, runBatch } from '../handler/pipeline.ts';
+import type { Redlock } from '../lock/redlock.ts';
+import type { WorkerEvents } from '../observability/events.ts';
+import { type LambdaOptions, type ResolvedLambdaOptions, resolveLambdaOptions } from '../options.ts';
+import { type SettleContext, settleOutcomes } from './settle.ts';
+
+/** The Worker's per-message events (same payloads) and `sqs_error`: what a Lambda invocation emits. */
+export type LambdaEvents = Pick<
+  WorkerEvents,
+  | 'message_processed'
+  | 'duplicate_skipped'
+  | 'lock_contended'
+  | 'quorum_unavailable'
+  | 'poison_message'
+  | 'handler_error'
+  | 'lock_lost'
+  | 'message_released'
+  | 'sqs_error'
+>;
+
+/** The function to export as the Lambda handler, with its events attached. */
+export interface LambdaHandler {
+  (event: SQSEvent, context: Context): Promise<SQSBatchResponse>;
+  /**
+   * Typed per-message events, emitted once the batch is settled (before the function returns). A
+   * listener that throws is logged, never allowed to fail the batch.
+   */
+  readonly events: EventEmitter<LambdaEvents>;
+  readonly options: ResolvedLambdaOptions;
+}
+
+/**
+ * An SQS-triggered Lambda handler that runs every record of the batch through the same locked pipeline
+ * as the Worker: hydrate, lock the batch in one round trip per node, handle, complete or release. It
+ * answers a partial batch response: every message that was not processed, a duplicate, or
+ * dead-lettered is in `batchItemFailures`, so SQS redelivers it; the event source mapping deletes
+ * the rest. The event source mapping MUST have `FunctionResponseTypes: ["ReportBatchItemFailures"]`:
+ * without it Lambda ignores the response and deletes the whole batch.
+ *
+ * Running handlers are aborted `safetyMarginMs` before the function's timeout: their signal fires,
+ * their locks are released and they are reported as failures; messages not started yet are reported
+ * unrun. On a FIFO queue, a message that does not succeed holds back (reports as failed) the rest of
+ * its group in the batch. Failures get visibility backoffs and poison goes to the dead-letter queue,
+ * so the execution role needs `sqs:ChangeMessageVisibility` on the queue and `sqs:SendMessage` on the
+ * dead-letter queue, besides what the event source mapping needs.
+ *
+ * Call it at module scope, with the Redlock (or a factory for it) created there too, so the Redis
+ * connections are made once per container and reused by every invocation:
+ *
+ * @example
+ * const redlock = new Redlock([new Redis(url1), new Redis(url2), new Redis(url3)]);
+ * export const handler = createLambdaHandler(new OrderHandler(), { redlock });
+ */
+export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaOptions): LambdaHandler {
+  const h = handler as unknown;
+  if (
+    !h ||
+    typeof (h as BaseHandler<T>).hydrate !== 'function' ||
+    typeof (h as BaseHandler<T>).handle !== 'function'
+  ) {
+    throw new ConfigError('handler', h, 'must be a BaseHandler instance (with hydrate and handle methods)');
+  }
+  const o = resolveLambdaOptions(options);
+  const events = new EventEmitter<LambdaEvents>();
+  // Per container: the Redlock (made once from a factory) and each queue's dead-letter queue.
+  let redlock: Redlock | undefined = typeof o.redlock === 'function' ? undefined : o.redlock;
+  const deadLetterQueues = new Map<string, Promise<string | undefined>>();
+
+  const getRedlock = (): Redlock => {
+    if (redlock) return redlock;
+    const made = (o.redlock as () => Redlock)();
+    if (!made || typeof made.acquireMany !== 'function') {
+      throw new ConfigError('redlock', made, 'the factory must return a Redlock instance');
+    }
+    redlock = made;
+    return made;
+  };
+
+  const emit = <K extends keyof WorkerEvents>(name: K, ...args: WorkerEvents[K]): void => {
+    try {
+      (events as unknown as EventEmitter).emit(name, ...args);
+    } catch (error) {
+      o.logger.error('an event listener threw; ignored', { event: name, err: serializeError(error) });
+    }
+  };
+
+  const deadLetterQueueFor = (queueUrl: string, logger: Logger): Promise<string | undefined> => {
+    if (o.deadLetterQueueUrl === false) return Promise.resolve(undefined);
+    if (typeof o.deadLetterQueueUrl === 'string') return Promise.resolve(o.deadLetterQueueUrl);
+    let found = deadLetterQueues.get(queueUrl);
+    if (!found) {
+      found = discoverDeadLetterQueue(o.sqs, queueUrl);
+      deadLetterQueues.set(queueUrl, found);
+      found.then(
+        (url) => {
+          if (url) logger.info('dead-letter queue found in the RedrivePolicy', { deadLetterQueueUrl: url });
+          else logger.warn('no dead-letter queue: poison messages are reported as failures for SQS redrive');
+        },
+        (error: unknown) => {
+          // Not cached: the next invocation asks again.
+          deadLetterQueues.delete(queueUrl);
+          logger.warn('could not read the queue RedrivePolicy; poison messages are reported as failures', {
+            err: serializeError(error),
+          });
+        },
+      );
+    }
+    return found.catch(() => undefined);
+  };
+
+  /** Runs one queue's records; answers the MessageIds to report as failures. Never throws. */
+  const processQueue = async (
+    queueUrl: string,
+    records: readonly SQSRecord[],
+    shutdown: AbortSignal,
+    invocationLogger: Logger,
+  ): Promise<string[]> => {
+    const logger = invocationLogger.child({ queueUrl });
+    const messages = records.map(recordToMessage);
+    try {
+      const deadLetterQueueUrl = deadLetterQueueFor(queueUrl, logger); // alongside the batch
+      const pipeline: PipelineDeps<T> = {
+        handler,
+        redlock: getRedlock(),
+        logger,
+        fifo: queueUrl.endsWith('.fifo'),
+        autoExtendLocks: true, // no heartbeat in Lambda: the lock engine extends
+        completionTtlMs: o.completionTtlMs,
+        shutdown,
+        logBodies: o.logMessageBodies,
+      };
+      const outcomes = await runBatch(pipeline, messages);
+      const settler: SettleContext = {
+        sqs: o.sqs,
+        queueUrl,
+        deadLetterQueueUrl: await deadLetterQueueUrl,
+        backoff: o,
+        logger,
+        deleteAcked: false, // the event source mapping deletes what is not reported
+        emit,
+        onSqsError: (operation, error) => {
+          logger.error(`SQS ${operation} failed`, { err: serializeError(error) });
+          emit('sqs_error', { operation, error });
+        },
+      };
+      const { acked } = await settleOutcomes(settler, outcomes);
+      // Only what is done with is reported done: anything else, whatever its outcome, is a failure.
+      const done = new Set(acked);
+      const failed = messages.filter((m) => !done.has(m)).map((m) => m.MessageId as string);
+      const kinds: Partial<Record<OutcomeKind, number>> = {};
+      for (const { outcome } of outcomes) kinds[outcome.kind] = (kinds[outcome.kind] ?? 0) + 1;
+      logger.debug('batch settled', { received: messages.length, failed: failed.length, outcomes: kinds });
+      return failed;
+    } catch (error) {
+      // Locks were released by the pipeline's finally; nothing may be reported done that was not.
+      const messageIds = messages.map((m) => m.MessageId as string);
+      logger.error('batch failed unexpectedly: every message is reported as a failure', {
+        err: serializeError(error),
+        messageIds,
+      });
+      return messageIds;
+    }
+  };
+
+  const invoke = async (event: SQSEvent, context: Context): Promise<SQSBatchResponse> => {
+    const records = Array.isArray(event?.Records) ? event.Records : [];
+    if (records.length === 0) return { batchItemFailures: [] };
+    const logger = o.logger.child({ awsRequestId: context?.awsRequestId });
+    const deadline = startDeadline(context, o.safetyMarginMs, logger);
+    try {
+      // One event source mapping feeds one queue, but nothing is assumed: each queue settles its own.
+      const byQueue = new Map<string | undefined, SQSRecord[]>();
+      for (const record of records) {
+        const queueUrl = o.queueUrl ?? queueUrlFromArn(record?.eventSourceARN);
+        byQueue.set(queueUrl, [...(byQueue.get(queueUrl) ?? []), record]);
+      }
+      const failed = await Promise.all(
+        [...byQueue].map(async ([queueUrl, group]) => {
+          if (queueUrl) return processQueue(queueUrl, group, deadline.signal, logger);
+          logger.error('no queue URL (eventSourceARN is not an SQS ARN): set the queueUrl option', {
+            eventSourceARN: group[0]?.eventSourceARN,
+            messageIds: group.map((r) => r.messageId),
+          });
+          return group.map((r) => r.messageId);
+        }),
+      );
+      return { batchItemFailures: failed.flat().map((itemIdentifier) => ({ itemIdentifier })) };
+    } finally {
+      deadline.clear();
+    }
+  };
+
+  return Object.assign(invoke, { events, options: o });
+}
+
+/**
+ * Aborts `safetyMarginMs` before the function's timeout, as `context.getRemainingTimeInMillis()` tells
+ * it. Without that function (a local run), never.
+ */
+function startDeadline(
+  context: Context | undefined,
+  safetyMarginMs: number,
+  logger: Logger,
+): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  const remaining =
+    typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : Number.NaN;
+  if (!Number.isFinite(remaining)) return { signal: controller.signal, clear: () => {} };
+  const abort = (): void => {
+    logger.warn('Lambda timeout near: aborting running handlers, releasing their locks', {
+      safetyMarginMs,
+      remainingMs:
+        typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : 0,
+    });
+    controller.abort(
+      new ShutdownError(`Lambda timeout in ${safetyMarginMs} ms or less: handler aborted (safetyMarginMs)`),
+    );
+  };
+  const budgetMs = remaining - safetyMarginMs;
+  if (budgetMs <= 0) {
+    abort();
+    return { signal: controller.signal, clear: () => {} };
+  }
+  const timer = setTimeout(abort, budgetMs);
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+}
+
+const PARTITION_DOMAINS: Readonly<Record<string, string>> = {
+  aws: 'amazonaws.com',
+  'aws-us-gov': 'amazonaws.com',
+  'aws-cn': 'amazonaws.com.cn',
+  'aws-iso': 'c2s.ic.gov',
+  'aws-iso-b': 'sc2s.sgov.gov',
+};
+
+/** `arn:aws:sqs:{region}:{account}:{name}` -> `https://sqs.{region}.amazonaws.com/{account}/{name}`. */
+export function queueUrlFromArn(arn: string | undefined): string | undefined {
+  const [prefix, partition, service, region, account, name, ...rest] =
+    typeof arn === 'string' ? arn.split(':') : [];
+  if (prefix !== 'arn' || service !== 'sqs' || rest.length > 0 || !region || !account || !name)
+    return undefined;
+  const domain = PARTITION_DOMAINS[partition ?? ''];
+  if (!domain) return undefined;
+  return `https://sqs.${region}.${domain}/${account}/${name}`;
+}
+
+/** A Lambda SQS record in the shape of the SDK's received Message, which the pipeline works on. */
+export function recordToMessage(record: SQSRecord): Message {
+  const attributes: Record<string, string> = {};
+  for (const [name, value] of Object.entries(record.attributes ?? {})) {
+    if (typeof value === 'string') attributes[name] = value;
+  }
+  const messageAttributes: Record<string, MessageAttributeValue> = {};
+  for (const [name, value] of Object.entries(record.messageAttributes ?? {})) {
+    if (!value) continue;
+    const converted: MessageAttributeValue = { DataType: value.dataType };
+    if (typeof value.stringValue === 'string') converted.StringValue = value.stringValue;
+    if (typeof value.binaryValue === 'string')
+      converted.BinaryValue = Buffer.from(value.binaryValue, 'base64');
+    // Reserved by SQS and always empty today; kept if they ever carry values.
+    if (value.stringListValues?.length) converted.StringListValues = value.stringListValues;
+    if (value.binaryListValues?.length) {
+      converted.BinaryListValues = value.binaryListValues.map((b) => Buffer.from(b, 'base64'));
+    }
+    messageAttributes[name] = converted;
+  }
+  return {
+    MessageId: record.messageId,
+    ReceiptHandle: record.receiptHandle,
+    Body: record.body,
+    MD5OfBody: record.md5OfBody,
+    ...(record.md5OfMessageAttributes ? { MD5OfMessageAttributes: record.md5OfMessageAttributes } : {}),
+    Attributes: attributes,
+    ...(Object.keys(messageAttributes).length > 0 ? { MessageAttributes: messageAttributes } : {}),
+  };
+}
+
+/**
+ * The dead-letter queue named by the queue's RedrivePolicy, or undefined when it has none. Only
+ * GetQueueAttributes, which the event source mapping's role has anyway: the URL is built from the
+ * source queue's (a dead-letter queue lives in the same account and region).
+ */
+async function discoverDeadLetterQueue(sqs: SQSClient, queueUrl: string): Promise<string | undefined> {
+  const { Attributes } = await sqs.send(
+    new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['RedrivePolicy'] }),
+  );
+  if (!Attributes?.RedrivePolicy) return undefined;
+  const policy = JSON.parse(Attributes.RedrivePolicy) as { deadLetterTargetArn?: string };
+  const [, , , , account, name] = policy.deadLetterTargetArn?.split(':') ?? [];
+  if (!account || !name) return undefined;
+  return siblingQueueUrl(queueUrl, account, name);
+}
+
+/** The URL of queue `name` of `account` on the same endpoint as `queueUrl` (`{origin}/{account}/{name}`). */
+export function siblingQueueUrl(queueUrl: string, account: string, name: string): string {
+  const url = new URL(queueUrl);
+  const segments = url.pathname.split('/').filter((s) => s.length > 0);
+  if (segments.length >= 2 && /^\d{12}$/.test(segments[segments.length - 2] ?? '')) {
+    segments[segments.length - 2] = account;
+  }
+  segments[Math.max(segments.length - 1, 0)] = name;
+  url.pathname = `/${segments.join('/')}`;
+  url.search = '';
+  url.hash = '';
+  return url.toString();
+}
