@@ -12,6 +12,7 @@ export {
 } from './errors.ts';
 export { BaseHandler, type HandlerContext } from './handler/base-handler.ts';
 export type { Outcome, OutcomeKind } from './handler/outcome.ts';
+export type { AdoptOptions, AdoptRefusal, AdoptResult, LockHandoff } from './lock/adopt.ts';
 export { Lock, type LockState } from './lock/lock.ts';
 export type { RedisClient } from './lock/node.ts';
 export {
@@ -25,7 +26,23 @@ export {
   type RedlockEvents,
 } from './lock/redlock.ts';
 export type { MessageEvent, WorkerEvents } from './observability/events.ts';
+export {
+  checkReadiness,
+  type MetricsServer,
+  type MetricsServerOptions,
+  type Readiness,
+  startMetricsServer,
+} from './observability/http.ts';
 export { createLogger } from './observability/logger.ts';
+export {
+  createMetrics,
+  type MessageOutcomeLabel,
+  type Metrics,
+  type MetricsOptions,
+  type MetricsRedlock,
+  type MetricsWorker,
+  OUTCOME_EVENTS,
+} from './observability/metrics.ts';
 export {
   LAMBDA_DEFAULTS,
   type LambdaOptions,
@@ -35,5 +52,15 @@ export {
   type WorkerOptions,
 } from './options.ts';
 export { createLambdaHandler, type LambdaEvents, type LambdaHandler } from './runtime/lambda.ts';
+export {
+  DEFAULT_PENDING_TTL_MS,
+  type DispatchRequest,
+  type DispatchResult,
+  LOCK_HANDOFF_ATTRIBUTES,
+  lockHandoffAttributes,
+  Publisher,
+  type PublisherOptions,
+  readLockHandoff,
+} from './runtime/publisher.ts';
 export { POISON_ATTRIBUTES } from './runtime/sqs-actions.ts';
 export { Worker, type WorkerState } from './runtime/worker.ts';

@@ -6,7 +6,10 @@ export interface HandlerContext {
   /** The raw SQS message. */
   readonly message: Message;
   readonly messageId: string;
-  /** The lock key the message runs under (its MessageId unless `lockKey` says otherwise). */
+  /**
+   * The lock key the message runs under: its MessageId unless `lockKey` says otherwise, or, for a
+   * message dispatched by a Publisher, the task key whose lock it carries.
+   */
   readonly lockKey: string;
   /** `ApproximateReceiveCount`: 1 on the first delivery. */
   readonly receiveCount: number;
@@ -37,7 +40,8 @@ export abstract class BaseHandler<T> {
 
   /**
    * The key to lock the message by. Default: its MessageId. Key by a business id (an order id) to
-   * serialise work on the same entity across different messages.
+   * serialise work on the same entity across different messages. Not called for a message that
+   * carries a lock handed over by a Publisher: it runs under that lock's key.
    */
   lockKey?(input: T, message: Message): string;
 }

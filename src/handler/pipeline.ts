@@ -1,8 +1,10 @@
 import type { Message } from '@aws-sdk/client-sqs';
 import { serializeError } from 'serialize-error';
 import type { Logger } from 'winston';
+import { acquireOrAdopt, type LockHandoff } from '../lock/adopt.ts';
 import type { Lock } from '../lock/lock.ts';
 import { isLock, type Redlock } from '../lock/redlock.ts';
+import { readLockHandoff } from '../runtime/publisher.ts';
 import type { BaseHandler, HandlerContext } from './base-handler.ts';
 import type { MessageOutcome, Outcome } from './outcome.ts';
 
@@ -42,6 +44,8 @@ interface Hydrated<T> {
   readonly message: Message;
   readonly input: T;
   readonly lockKey: string;
+  /** The lock handed over with the message by a Publisher: adopted instead of acquired. */
+  readonly handoff?: LockHandoff | undefined;
 }
 
 /**
@@ -66,8 +70,11 @@ export async function runBatch<T>(
   // Keep the batch's order (hydrate may finish out of order), so FIFO groups run in order.
   hydrated.sort((a, b) => messages.indexOf(a.message) - messages.indexOf(b.message));
 
-  const results = await deps.redlock.acquireMany(
-    hydrated.map((h) => h.lockKey),
+  // Handed-over locks are adopted, the rest acquired: one round trip per node each, at the same time.
+  // An expired handoff falls back to a plain acquire of its key; see acquireOrAdopt for why that is safe.
+  const results = await acquireOrAdopt(
+    deps.redlock,
+    hydrated.map((h) => ({ key: h.lockKey, handoff: h.handoff })),
     { retryCount: 0, autoExtend: deps.autoExtendLocks },
   );
   const locked: { item: Hydrated<T>; lock: Lock }[] = [];
@@ -171,7 +178,7 @@ export async function runBatch<T>(
 async function hydrate<T>(
   deps: PipelineDeps<T>,
   message: Message,
-): Promise<{ input: T; lockKey: string } | { poison: Outcome }> {
+): Promise<{ input: T; lockKey: string; handoff?: LockHandoff } | { poison: Outcome }> {
   const poison = (reason: string, error?: unknown): { poison: Outcome } => ({
     poison: { kind: 'poison', reason, error },
   });
@@ -184,6 +191,10 @@ async function hydrate<T>(
     return poison(`hydrate threw: ${error instanceof Error ? error.message : String(error)}`, error);
   }
   if (input === null || input === undefined) return poison('hydrate returned null');
+  // A message dispatched by a Publisher runs under the lock it carries: its key, not `lockKey`'s.
+  const handoff = readLockHandoff(message);
+  if (handoff && 'invalid' in handoff) return poison(handoff.invalid);
+  if (handoff) return { input, lockKey: handoff.key, handoff };
   let lockKey: string = message.MessageId;
   if (deps.handler.lockKey) {
     try {

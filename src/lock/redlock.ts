@@ -17,6 +17,16 @@ import {
   resolveRedlockOptions,
 } from '../options.ts';
 import { type AcquireVerdict, acquireBatch } from './acquire.ts';
+import {
+  type AdoptOptions,
+  type AdoptResult,
+  adoptBatch,
+  adoptRefusalError,
+  checkHandoffs,
+  type LockHandoff,
+  newOwnerValues,
+  toAdoptRefusal,
+} from './adopt.ts';
 import { completeBatch } from './complete.ts';
 import type { QuorumContext } from './context.ts';
 import { type ExtendVerdict, extendBatch } from './extend.ts';
@@ -183,6 +193,41 @@ export class Redlock extends EventEmitter<RedlockEvents> {
       await sleep(delay);
     }
     return results;
+  }
+
+  /**
+   * Adopts a lock handed over by another process (see src/lock/adopt.ts): if a quorum still holds it
+   * under the handed-over owner value, it becomes ours (a fresh owner value, our TTL, the handed-over
+   * fencing token), tracked and auto-extended like an acquired lock. Throws LockContendedError,
+   * LockCompletedError, LockLostError ('expired': the handoff is gone, the key is free) or
+   * QuorumUnavailableError.
+   */
+  async adopt(handoff: LockHandoff, options: AdoptOptions = {}): Promise<Lock> {
+    const [result] = await this.adoptMany([handoff], options);
+    if (result === undefined || result instanceof Lock) return result as Lock;
+    throw adoptRefusalError(result, handoff, this.quorum);
+  }
+
+  /**
+   * Adopts a batch of handed-over locks in one round trip per node (one attempt, no retries). Answers,
+   * per handoff and in order, a Lock or a refusal ('held', 'done', 'expired', 'quorum').
+   */
+  async adoptMany(handoffs: readonly LockHandoff[], options: AdoptOptions = {}): Promise<AdoptResult[]> {
+    checkHandoffs(handoffs);
+    const ttlMs = checkTtl('ttlMs', options.ttlMs ?? this.options.ttlMs, this.options.commandTimeoutMs);
+    const autoExtend = options.autoExtend ?? this.options.autoExtend;
+    if (handoffs.length === 0) return [];
+    const values = newOwnerValues(handoffs.length);
+    const requests = handoffs.map((h, i) => ({
+      key: h.key,
+      value: h.value,
+      fencingToken: h.fencingToken,
+      newValue: values[i] as string,
+    }));
+    const verdicts = await adoptBatch(this.#ctx, requests, ttlMs);
+    return verdicts.map((v) =>
+      v.kind === 'granted' ? this.#grant(v, ttlMs, autoExtend) : toAdoptRefusal(v),
+    );
   }
 
   /** Acquires `key`, runs `fn` with the lock (auto-extended), and releases in `finally`. Rejects with the

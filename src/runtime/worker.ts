@@ -28,6 +28,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   #state: WorkerState = 'idle';
   #stopping: Promise<void> | undefined;
   #pausing: Promise<void> | undefined;
+  #starting = false;
 
   constructor(options: WorkerOptions<T>) {
     super();
@@ -79,7 +80,8 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
 
   /** Finds the dead-letter queue (unless given) and starts polling. */
   async start(): Promise<void> {
-    if (this.#state !== 'idle') return;
+    if (this.#state !== 'idle' || this.#starting) return;
+    this.#starting = true;
     this.#settler.deadLetterQueueUrl = await resolveDeadLetterQueueUrl(
       this.options.sqs,
       this.options.queueUrl,
@@ -91,6 +93,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         'no dead-letter queue: poison messages stay in the queue until its redrive (if any) moves them',
       );
     }
+    if (this.#state !== 'idle') return; // stop() was called while the dead-letter queue was looked up
     this.#state = 'running';
     for (const consumer of this.#consumers) consumer.start();
     this.emit('started');
@@ -127,7 +130,13 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     while (this.#batches.size > 0) {
       const left = until - performance.now();
       if (left <= 0) return false;
-      await Promise.race([Promise.allSettled([...this.#batches]), sleep(left)]);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, left);
+      });
+      await Promise.race([Promise.allSettled([...this.#batches]), timeout]);
+      // Cleared, or the process would stay alive until the whole shutdown timeout had passed.
+      clearTimeout(timer);
     }
     return true;
   }

@@ -1,0 +1,160 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import { serializeError } from 'serialize-error';
+import type { Logger } from 'winston';
+import type { QuorumStatus } from '../lock/redlock.ts';
+import type { WorkerState } from '../runtime/worker.ts';
+
+export interface MetricsServerOptions {
+  /** Port to listen on; 0 picks a free one (see {@link MetricsServer.port}). */
+  port: number;
+  /**
+   * Address to bind.
+   * @defaultValue every interface (`::`, and `0.0.0.0` through it)
+   */
+  host?: string;
+  /** Served on `/metrics`. */
+  registry: Registry;
+  /** `/readyz` requires `state === 'running'`. */
+  worker: { readonly state: WorkerState };
+  /** `/readyz` requires `quorumStatus().available`. */
+  redlock: { quorumStatus(): Promise<QuorumStatus> };
+  /** For failures of the server itself (a scrape that threw). */
+  logger?: Logger;
+}
+
+/** A listening health and metrics server. */
+export interface MetricsServer {
+  /** The port bound (the actual one when 0 was asked for). */
+  readonly port: number;
+  readonly server: Server;
+  /** Stops accepting connections, closes idle keep-alive ones and, after a short grace, the rest. */
+  close(): Promise<void>;
+}
+
+/** Body of `/readyz`. */
+export interface Readiness {
+  readonly ready: boolean;
+  /** Why not ready; absent when ready. */
+  readonly reason?: string;
+  readonly state: WorkerState;
+  readonly redis?: { readonly up: readonly string[]; readonly down: readonly string[] };
+}
+
+const CLOSE_GRACE_MS = 1_000;
+
+/**
+ * A plain node:http server for operators:
+ * - `GET /metrics`: the registry in Prometheus text format;
+ * - `GET /healthz`: 200 `ok` while the process serves requests (liveness);
+ * - `GET /readyz`: 200 when the worker is polling and a Redis quorum answers PING, otherwise 503;
+ *   the JSON body says why (readiness).
+ */
+export async function startMetricsServer(options: MetricsServerOptions): Promise<MetricsServer> {
+  const { registry, worker, redlock, logger } = options;
+
+  const server = createServer((req, res) => {
+    void route(req, res).catch((error: unknown) => {
+      logger?.error('metrics server: request failed', { url: req.url, err: serializeError(error) });
+      if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n');
+      else res.destroy();
+    });
+  });
+  // A scrape must never keep a stopped worker alive, nor a dead peer hold a socket for long.
+  server.keepAliveTimeout = 5_000;
+  server.requestTimeout = 10_000;
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n', req.method);
+      return;
+    }
+    switch (path) {
+      case '/metrics':
+        send(res, 200, registry.contentType, await registry.metrics(), req.method);
+        return;
+      case '/healthz':
+        send(res, 200, 'text/plain; charset=utf-8', 'ok\n', req.method);
+        return;
+      case '/readyz': {
+        const readiness = await checkReadiness(worker, redlock);
+        send(
+          res,
+          readiness.ready ? 200 : 503,
+          'application/json; charset=utf-8',
+          `${JSON.stringify(readiness)}\n`,
+          req.method,
+        );
+        return;
+      }
+      default:
+        send(
+          res,
+          404,
+          'text/plain; charset=utf-8',
+          'not found: try /metrics, /healthz or /readyz\n',
+          req.method,
+        );
+    }
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (error: Error): void => reject(error);
+    server.once('error', onError);
+    server.listen({ port: options.port, host: options.host }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', (error) => logger?.error('metrics server error', { err: serializeError(error) }));
+  const port = (server.address() as AddressInfo).port;
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= new Promise<void>((resolve) => {
+      const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      force.unref();
+      server.close(() => {
+        clearTimeout(force);
+        resolve();
+      });
+      server.closeIdleConnections();
+    });
+    return closing;
+  };
+
+  return { port, server, close };
+}
+
+/** Ready: the worker is polling (not idle, paused, stopping or stopped) and a Redis quorum answers. */
+export async function checkReadiness(
+  worker: { readonly state: WorkerState },
+  redlock: { quorumStatus(): Promise<QuorumStatus> },
+): Promise<Readiness> {
+  const state = worker.state;
+  if (state !== 'running') {
+    const reason = state === 'paused' ? 'polling paused: no Redis quorum' : `worker is ${state}`;
+    return { ready: false, reason, state };
+  }
+  let status: QuorumStatus;
+  try {
+    status = await redlock.quorumStatus();
+  } catch (error) {
+    return { ready: false, reason: `quorum check failed: ${(error as Error)?.message ?? error}`, state };
+  }
+  const redis = { up: status.up, down: status.down };
+  if (!status.available) return { ready: false, reason: 'no Redis quorum', state, redis };
+  return { ready: true, state, redis };
+}
+
+function send(res: ServerResponse, status: number, contentType: string, body: string, method?: string): void {
+  res.writeHead(status, {
+    'content-type': contentType,
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  });
+  res.end(method === 'HEAD' ? undefined : body);
+}

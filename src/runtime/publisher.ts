@@ -1,0 +1,253 @@
+import {
+  type Message,
+  type MessageAttributeValue,
+  SendMessageCommand,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
+import { serializeError } from 'serialize-error';
+import type { Logger } from 'winston';
+import { ConfigError, QuorumUnavailableError } from '../errors.ts';
+import { acquireForHandoff, type LockHandoff, releaseHandoff } from '../lock/adopt.ts';
+import type { Redlock } from '../lock/redlock.ts';
+import { defaultLogger } from '../observability/logger.ts';
+import { integer } from '../options.ts';
+
+/**
+ * Message attributes that carry a handed-over lock from a {@link Publisher} to the worker that adopts it.
+ *
+ * The owner value (`srw-lock-value`) is the secret that proves ownership of the lock: anyone who can
+ * receive from the queue (or read its messages any other way: a DLQ, logs of attributes) can read it,
+ * and with it adopt the lock, for instance to complete it so that the task never runs. Grant
+ * sqs:ReceiveMessage on a handoff queue only to the workers that are meant to run its tasks.
+ */
+export const LOCK_HANDOFF_ATTRIBUTES = {
+  key: 'srw-lock-key',
+  value: 'srw-lock-value',
+  fencingToken: 'srw-fencing-token',
+} as const;
+
+const HANDOFF_NAMES: readonly string[] = Object.values(LOCK_HANDOFF_ATTRIBUTES);
+/** SQS allows 10 message attributes per message. */
+const SQS_ATTRIBUTE_LIMIT = 10;
+
+/** The pending window of a dispatched task when `dispatch` is given no `ttlMs`: 5 minutes. */
+export const DEFAULT_PENDING_TTL_MS = 300_000;
+
+export interface PublisherOptions {
+  /** The SQS client (set `endpoint` for LocalStack or fauxqs). */
+  sqs: SQSClient;
+  /** The queue the tasks go to (consumed by a Worker whose handler runs them). */
+  queueUrl: string;
+  /** The quorum lock engine; the workers must use a Redlock over the same nodes and `keyPrefix`. */
+  redlock: Redlock;
+  /**
+   * Default pending window of a dispatched task, in ms: how long its lock waits for a worker to adopt
+   * it. Cover the time a message may wait in the queue (its delay, a backlog).
+   * @defaultValue 300000 (5 min)
+   */
+  pendingTtlMs?: number;
+  /** @defaultValue the package's default JSON logger */
+  logger?: Logger;
+}
+
+export interface DispatchRequest {
+  /** The task's lock key: at most one message per key is pending at a time. */
+  taskKey: string;
+  /** The message body. */
+  body: string;
+  /** This task's pending window in ms (see {@link PublisherOptions.pendingTtlMs}). */
+  ttlMs?: number;
+  /** SQS DelaySeconds (0 to 900); the pending window must be longer. */
+  delaySeconds?: number;
+  /** Your own message attributes, at most 7 (SQS allows 10; the handoff takes 3). */
+  messageAttributes?: Record<string, MessageAttributeValue>;
+  /** FIFO queues: the MessageGroupId. */
+  messageGroupId?: string;
+  /** FIFO queues: the MessageDeduplicationId (unless the queue deduplicates by content). */
+  messageDeduplicationId?: string;
+}
+
+export type DispatchResult =
+  /** Sent, carrying its lock: the task is pending until a worker completes it or `validUntil` passes. */
+  | {
+      readonly dispatched: true;
+      readonly messageId: string;
+      /** The token the worker's handler will see (unless the handoff expired first). */
+      readonly fencingToken: number;
+      /** Wall-clock estimate (epoch ms) of when the pending lock expires if no worker adopts it. */
+      readonly validUntil: number;
+    }
+  /** Not sent: a message for this task is pending (or a worker is running it). */
+  | { readonly dispatched: false; readonly reason: 'pending'; readonly retryAfterMs: number }
+  /**
+   * Not sent: the task's completion marker exists, it already ran (within the workers' completionTtlMs).
+   * A worker would only ack another message for it as a duplicate. To run a task again, give each run
+   * its own key (`nightly-report:2025-06-01`).
+   */
+  | { readonly dispatched: false; readonly reason: 'done' };
+
+/**
+ * Dispatches tasks to an SQS queue so that the same task is never pending twice: each message carries
+ * its task's lock. `dispatch` acquires the lock of `taskKey` (for the pending window), sends the message
+ * with the lock's key, owner value and fencing token as message attributes ({@link LOCK_HANDOFF_ATTRIBUTES}),
+ * and hands the lock over: the publisher keeps nothing. The Worker that receives the message adopts the
+ * lock (see src/lock/adopt.ts), runs the handler under it with the same fencing token, and completes it.
+ * While the lock is held (waiting in the queue, or being worked on), a new dispatch answers 'pending'.
+ *
+ * If SendMessage fails, the lock is released and the SDK's error rethrown. A failure that SQS in fact
+ * accepted (a timeout after the send) leaves a message whose handoff is gone: the worker then acquires
+ * the key normally, and the lock and the completion marker still keep the task to one run.
+ */
+export class Publisher {
+  readonly queueUrl: string;
+  readonly #sqs: SQSClient;
+  readonly #redlock: Redlock;
+  readonly #pendingTtlMs: number;
+  readonly #logger: Logger;
+
+  constructor(options: PublisherOptions) {
+    if (options === null || typeof options !== 'object') {
+      throw new ConfigError('options', options, 'must be an object');
+    }
+    const { sqs, queueUrl, redlock } = options;
+    if (!sqs || typeof (sqs as { send?: unknown }).send !== 'function') {
+      throw new ConfigError('sqs', sqs, 'must be an SQSClient');
+    }
+    if (typeof queueUrl !== 'string' || !/^https?:\/\/\S+$/.test(queueUrl)) {
+      throw new ConfigError('queueUrl', queueUrl, 'must be an SQS queue URL (http:// or https://)');
+    }
+    if (!redlock || typeof (redlock as { adoptMany?: unknown }).adoptMany !== 'function') {
+      throw new ConfigError('redlock', redlock, 'must be a Redlock instance');
+    }
+    this.#sqs = sqs;
+    this.queueUrl = queueUrl;
+    this.#redlock = redlock;
+    this.#pendingTtlMs = integer('pendingTtlMs', options.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, { min: 10 });
+    this.#logger = (options.logger ?? defaultLogger()).child({ queueUrl });
+  }
+
+  /**
+   * Sends the task unless it is pending ('pending') or already done ('done'). Throws
+   * QuorumUnavailableError when no Redis quorum answers (nothing was sent), ConfigError for a bad
+   * request, and the SDK's error when SendMessage fails (the lock was released).
+   */
+  async dispatch(request: DispatchRequest): Promise<DispatchResult> {
+    const { taskKey, body, delaySeconds = 0, messageAttributes = {} } = checkRequest(request);
+    const ttlMs = request.ttlMs ?? this.#pendingTtlMs;
+    integer('ttlMs', ttlMs, { min: 10 });
+    if (ttlMs <= delaySeconds * 1000) {
+      throw new ConfigError(
+        'ttlMs',
+        ttlMs,
+        `must be above delaySeconds (${delaySeconds} s): the lock would expire before the message is visible`,
+      );
+    }
+
+    const grant = await acquireForHandoff(this.#redlock, taskKey, ttlMs);
+    if ('reason' in grant) {
+      switch (grant.reason) {
+        case 'held':
+          return { dispatched: false, reason: 'pending', retryAfterMs: grant.retryAfterMs };
+        case 'done':
+          return { dispatched: false, reason: 'done' };
+        case 'quorum':
+          throw new QuorumUnavailableError(taskKey, grant.failedNodes, this.#redlock.quorum, {
+            cause: new Error(grant.detail),
+          });
+      }
+    }
+
+    let messageId: string;
+    try {
+      const out = await this.#sqs.send(
+        new SendMessageCommand({
+          QueueUrl: this.queueUrl,
+          MessageBody: body,
+          MessageAttributes: { ...messageAttributes, ...lockHandoffAttributes(grant) },
+          ...(delaySeconds > 0 ? { DelaySeconds: delaySeconds } : {}),
+          ...(request.messageGroupId === undefined ? {} : { MessageGroupId: request.messageGroupId }),
+          ...(request.messageDeduplicationId === undefined
+            ? {}
+            : { MessageDeduplicationId: request.messageDeduplicationId }),
+        }),
+      );
+      messageId = out.MessageId ?? '';
+    } catch (error) {
+      await releaseHandoff(this.#redlock, grant);
+      this.#logger.warn('dispatch failed: SendMessage threw, the task lock was released', {
+        lockKey: taskKey,
+        fencingToken: grant.fencingToken,
+        err: serializeError(error),
+      });
+      throw error;
+    }
+    // The lock is the message's now: not released, not extended. It ends when a worker completes or
+    // releases it, or at validUntil (the pending window) if no worker adopts it in time.
+    this.#logger.debug('task dispatched', { lockKey: taskKey, fencingToken: grant.fencingToken, messageId });
+    return { dispatched: true, messageId, fencingToken: grant.fencingToken, validUntil: grant.validUntil };
+  }
+}
+
+function checkRequest(request: DispatchRequest): DispatchRequest {
+  if (request === null || typeof request !== 'object')
+    throw new ConfigError('request', request, 'must be an object');
+  const { taskKey, body, delaySeconds, messageAttributes } = request;
+  if (typeof taskKey !== 'string' || taskKey.length === 0) {
+    throw new ConfigError('taskKey', taskKey, 'must be a non-empty string');
+  }
+  if (typeof body !== 'string' || body.length === 0)
+    throw new ConfigError('body', body, 'must be a non-empty string');
+  if (delaySeconds !== undefined) integer('delaySeconds', delaySeconds, { min: 0, max: 900 });
+  if (messageAttributes !== undefined) {
+    const names = Object.keys(messageAttributes);
+    const taken = names.find((name) => HANDOFF_NAMES.includes(name));
+    if (taken)
+      throw new ConfigError('messageAttributes', taken, 'must not use the names of LOCK_HANDOFF_ATTRIBUTES');
+    if (names.length + HANDOFF_NAMES.length > SQS_ATTRIBUTE_LIMIT) {
+      throw new ConfigError(
+        'messageAttributes',
+        messageAttributes,
+        `must have at most ${SQS_ATTRIBUTE_LIMIT - HANDOFF_NAMES.length} entries (SQS allows ${SQS_ATTRIBUTE_LIMIT}; the lock handoff takes ${HANDOFF_NAMES.length})`,
+      );
+    }
+  }
+  return request;
+}
+
+/** The message attributes that hand over `handoff`. */
+export function lockHandoffAttributes(handoff: LockHandoff): Record<string, MessageAttributeValue> {
+  return {
+    [LOCK_HANDOFF_ATTRIBUTES.key]: { DataType: 'String', StringValue: handoff.key },
+    [LOCK_HANDOFF_ATTRIBUTES.value]: { DataType: 'String', StringValue: handoff.value },
+    [LOCK_HANDOFF_ATTRIBUTES.fencingToken]: { DataType: 'Number', StringValue: String(handoff.fencingToken) },
+  };
+}
+
+/**
+ * The lock handed over with a received message: undefined when it carries none; `{ invalid }` when it
+ * carries only some of the attributes, or values that cannot be a handoff (a tampered or foreign
+ * message). The message must have been received with its message attributes (`MessageAttributeNames`).
+ */
+export function readLockHandoff(message: Message): LockHandoff | { invalid: string } | undefined {
+  const attributes = message.MessageAttributes ?? {};
+  const { key: keyName, value: valueName, fencingToken: tokenName } = LOCK_HANDOFF_ATTRIBUTES;
+  const key = attributes[keyName]?.StringValue;
+  const value = attributes[valueName]?.StringValue;
+  const token = attributes[tokenName]?.StringValue;
+  if (key === undefined && value === undefined && token === undefined) return undefined;
+  const invalid = (what: string): { invalid: string } => ({ invalid: `invalid lock handoff: ${what}` });
+  const names = [keyName, valueName, tokenName];
+  const missing = names.filter((_, i) => [key, value, token][i] === undefined);
+  if (missing.length > 0) {
+    const present = names.filter((name) => !missing.includes(name));
+    return invalid(`the message carries ${present.join(', ')} but not ${missing.join(', ')}`);
+  }
+  if (!key) return invalid(`${keyName} is missing or empty`);
+  // A value starting with '!' would equal a completion marker: adopting it would erase the marker.
+  if (!value || value.startsWith('!')) return invalid(`${valueName} is missing, empty or starts with '!'`);
+  const fencingToken = Number(token);
+  if (!Number.isSafeInteger(fencingToken) || fencingToken <= 0) {
+    return invalid(`${tokenName} is ${JSON.stringify(token ?? null)}, not a positive integer`);
+  }
+  return { key, value, fencingToken };
+}

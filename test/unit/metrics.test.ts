@@ -1,0 +1,353 @@
+import { EventEmitter } from 'node:events';
+import { Agent, request } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LockLostError } from '../../src/errors.ts';
+import type { QuorumStatus, RedlockEvents } from '../../src/lock/redlock.ts';
+import type { WorkerEvents } from '../../src/observability/events.ts';
+import { checkReadiness, type MetricsServer, startMetricsServer } from '../../src/observability/http.ts';
+import { createMetrics, type Metrics, type MetricsRedlock } from '../../src/observability/metrics.ts';
+import type { WorkerState } from '../../src/runtime/worker.ts';
+
+class FakeWorker extends EventEmitter<WorkerEvents> {
+  state: WorkerState = 'running';
+}
+
+class FakeRedlock extends EventEmitter<RedlockEvents> {
+  readonly quorum = 2;
+  heldLocks: unknown[] = [];
+  status: QuorumStatus = { available: true, up: ['a:1', 'b:2', 'c:3'], down: [] };
+  pings = 0;
+  acquireMs = 20;
+
+  async quorumStatus(): Promise<QuorumStatus> {
+    this.pings++;
+    return this.status;
+  }
+
+  async acquireMany(keys: readonly string[]): Promise<unknown[]> {
+    await new Promise((resolve) => setTimeout(resolve, this.acquireMs));
+    return keys.map(() => ({ reason: 'held' }));
+  }
+}
+
+const asRedlock = (fake: FakeRedlock): MetricsRedlock => fake as unknown as MetricsRedlock;
+const event = { messageId: 'm1', lockKey: 'k1' };
+
+/** The value of one sample of a metric, by labels (and, for histograms, by sample name suffix). */
+async function value(
+  metrics: Metrics,
+  name: string,
+  labels: Record<string, string | number> = {},
+): Promise<number | undefined> {
+  const base = name.replace(/_(bucket|sum|count)$/, '');
+  const metric = metrics.registry.getSingleMetric(base);
+  if (!metric) throw new Error(`no metric ${base}`);
+  const { values } = await metric.get();
+  const found = values.find(
+    (v) =>
+      ((v as { metricName?: string }).metricName ?? base) === name &&
+      Object.entries(labels).every(([k, l]) => (v.labels as Record<string, unknown>)[k] === l),
+  );
+  return found?.value;
+}
+
+describe('createMetrics', () => {
+  it('counts messages by outcome from the worker events, every outcome present from the start', async () => {
+    const metrics = createMetrics();
+    const worker = new FakeWorker();
+    metrics.attach(worker);
+    const text = await metrics.registry.getSingleMetricAsString('sqs_redlock_messages_total');
+    for (const outcome of ['processed', 'duplicate', 'contended', 'poison', 'failed', 'lock_lost']) {
+      expect(text).toContain(`sqs_redlock_messages_total{outcome="${outcome}"} 0`);
+    }
+
+    worker.emit('message_processed', { ...event, fencingToken: 1, durationMs: 250, marked: true });
+    worker.emit('message_processed', { ...event, fencingToken: 2, durationMs: 1500, marked: false });
+    worker.emit('duplicate_skipped', event);
+    worker.emit('lock_contended', { ...event, retryInSec: 3 });
+    worker.emit('poison_message', { messageId: 'm2', reason: 'hydrate returned null', deadLettered: true });
+    worker.emit('handler_error', {
+      ...event,
+      fencingToken: 3,
+      error: new Error('boom'),
+      receiveCount: 1,
+      retryInSec: 2,
+    });
+    worker.emit('handler_error', {
+      ...event,
+      fencingToken: 4,
+      error: new Error('boom'),
+      receiveCount: 2,
+      retryInSec: 4,
+    });
+    worker.emit('lock_lost', { ...event, fencingToken: 5, error: new Error('lost') });
+    worker.emit('quorum_unavailable', { ...event, failedNodes: ['a:1', 'b:2'], retryInSec: 5 });
+    worker.emit('message_released', { ...event, reason: 'shutdown' });
+
+    const counts = Object.fromEntries(
+      (await metrics.messages.get()).values.map((v) => [v.labels.outcome, v.value]),
+    );
+    expect(counts).toEqual({
+      processed: 2,
+      duplicate: 1,
+      contended: 1,
+      quorum_unavailable: 1,
+      poison: 1,
+      failed: 2,
+      lock_lost: 1,
+      released: 1,
+    });
+  });
+
+  it('observes the handler time of processed messages, in seconds', async () => {
+    const metrics = createMetrics();
+    const worker = new FakeWorker();
+    metrics.attach(worker);
+    worker.emit('message_processed', { ...event, fencingToken: 1, durationMs: 250, marked: true });
+    worker.emit('message_processed', { ...event, fencingToken: 2, durationMs: 1500, marked: true });
+    expect(await value(metrics, 'sqs_redlock_handler_seconds_count')).toBe(2);
+    expect(await value(metrics, 'sqs_redlock_handler_seconds_sum')).toBeCloseTo(1.75);
+    expect(await value(metrics, 'sqs_redlock_handler_seconds_bucket', { le: 0.25 })).toBe(1);
+    expect(await value(metrics, 'sqs_redlock_handler_seconds_bucket', { le: 2.5 })).toBe(2);
+  });
+
+  it('times every acquireMany of the Redlock, and restores it on detach', async () => {
+    const metrics = createMetrics();
+    const redlock = new FakeRedlock();
+    const original = redlock.acquireMany;
+    const detach = metrics.attach(new FakeWorker(), asRedlock(redlock));
+    expect(redlock.acquireMany).not.toBe(original);
+    // The wrapped call answers what the engine answers.
+    await expect(redlock.acquireMany(['a', 'b'])).resolves.toEqual([{ reason: 'held' }, { reason: 'held' }]);
+    await redlock.acquireMany(['c']);
+    expect(await value(metrics, 'sqs_redlock_lock_acquire_seconds_count')).toBe(2);
+    expect(await value(metrics, 'sqs_redlock_lock_acquire_seconds_sum')).toBeGreaterThanOrEqual(0.035);
+    detach();
+    expect(redlock.acquireMany).toBe(original);
+    expect(Object.hasOwn(redlock, 'acquireMany')).toBe(false);
+  });
+
+  it('reads the gauges from the Redlock and the worker on scrape', async () => {
+    const metrics = createMetrics({ quorumCacheMs: 0 });
+    const worker = new FakeWorker();
+    const redlock = new FakeRedlock();
+    metrics.attach(worker, asRedlock(redlock));
+    redlock.heldLocks = [{}, {}, {}];
+    expect(await value(metrics, 'sqs_redlock_locks_held')).toBe(3);
+    expect(await value(metrics, 'sqs_redlock_redis_nodes_up')).toBe(3);
+    expect(await value(metrics, 'sqs_redlock_redis_quorum')).toBe(2);
+    expect(await value(metrics, 'sqs_redlock_polling_paused')).toBe(0);
+
+    redlock.heldLocks = [];
+    redlock.status = { available: false, up: ['c:3'], down: ['a:1', 'b:2'] };
+    worker.state = 'paused';
+    expect(await value(metrics, 'sqs_redlock_locks_held')).toBe(0);
+    expect(await value(metrics, 'sqs_redlock_redis_nodes_up')).toBe(1);
+    expect(await value(metrics, 'sqs_redlock_redis_node_up', { node: 'a:1' })).toBe(0);
+    expect(await value(metrics, 'sqs_redlock_redis_node_up', { node: 'c:3' })).toBe(1);
+    expect(await value(metrics, 'sqs_redlock_polling_paused')).toBe(1);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('sqs_redlock_redis_nodes_up 1');
+    expect(text).toContain('sqs_redlock_redis_node_up{node="b:2"} 0');
+  });
+
+  it('pings the nodes once per scrape (cached for quorumCacheMs)', async () => {
+    const metrics = createMetrics();
+    const redlock = new FakeRedlock();
+    metrics.attach(new FakeWorker(), asRedlock(redlock));
+    await metrics.registry.metrics();
+    await metrics.registry.metrics();
+    expect(redlock.pings).toBe(1);
+
+    const uncached = createMetrics({ quorumCacheMs: 0 });
+    const other = new FakeRedlock();
+    uncached.attach(new FakeWorker(), asRedlock(other));
+    await uncached.registry.metrics();
+    await uncached.registry.metrics();
+    expect(other.pings).toBe(2);
+  });
+
+  it('counts locks lost by reason and SQS errors by operation', async () => {
+    const metrics = createMetrics();
+    const worker = new FakeWorker();
+    const redlock = new FakeRedlock();
+    metrics.attach(worker, asRedlock(redlock));
+    const lost = (reason: 'expired' | 'not_owner') => ({
+      key: 'k',
+      fencingToken: 1,
+      error: new LockLostError('k', 1, reason, 'test'),
+    });
+    redlock.emit('lock_lost', lost('expired'));
+    redlock.emit('lock_lost', lost('expired'));
+    redlock.emit('lock_lost', lost('not_owner'));
+    worker.emit('sqs_error', { operation: 'receive', error: new Error('x') });
+    expect(await value(metrics, 'sqs_redlock_locks_lost_total', { reason: 'expired' })).toBe(2);
+    expect(await value(metrics, 'sqs_redlock_locks_lost_total', { reason: 'not_owner' })).toBe(1);
+    expect(await value(metrics, 'sqs_redlock_sqs_errors_total', { operation: 'receive' })).toBe(1);
+  });
+
+  it('detaches: no more counting, no gauges; one worker per Metrics', async () => {
+    const metrics = createMetrics();
+    const worker = new FakeWorker();
+    const redlock = new FakeRedlock();
+    redlock.heldLocks = [{}];
+    const detach = metrics.attach(worker, asRedlock(redlock));
+    expect(() => metrics.attach(new FakeWorker())).toThrow(/already attached/);
+    detach();
+    detach(); // idempotent
+    expect(worker.listenerCount('message_processed')).toBe(0);
+    expect(redlock.listenerCount('lock_lost')).toBe(0);
+    worker.emit('duplicate_skipped', event);
+    expect(await value(metrics, 'sqs_redlock_messages_total', { outcome: 'duplicate' })).toBe(0);
+    expect(await value(metrics, 'sqs_redlock_locks_held')).not.toBe(1);
+    // Attachable again once detached.
+    metrics.attach(worker);
+    worker.emit('duplicate_skipped', event);
+    expect(await value(metrics, 'sqs_redlock_messages_total', { outcome: 'duplicate' })).toBe(1);
+  });
+
+  it('keeps each worker in its own registry; default process metrics on request', async () => {
+    const a = createMetrics();
+    const b = createMetrics({ defaultMetrics: true });
+    const wa = new FakeWorker();
+    a.attach(wa);
+    b.attach(new FakeWorker());
+    wa.emit('duplicate_skipped', event);
+    expect(await value(a, 'sqs_redlock_messages_total', { outcome: 'duplicate' })).toBe(1);
+    expect(await value(b, 'sqs_redlock_messages_total', { outcome: 'duplicate' })).toBe(0);
+    expect(await a.registry.metrics()).not.toContain('process_cpu_user_seconds_total');
+    expect(await b.registry.metrics()).toContain('process_cpu_user_seconds_total');
+  });
+});
+
+describe('startMetricsServer', () => {
+  const servers: MetricsServer[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+  });
+
+  async function start(worker = new FakeWorker(), redlock = new FakeRedlock()) {
+    const metrics = createMetrics({ quorumCacheMs: 0 });
+    metrics.attach(worker, asRedlock(redlock));
+    const server = await startMetricsServer({
+      port: 0,
+      host: '127.0.0.1',
+      registry: metrics.registry,
+      worker,
+      redlock,
+    });
+    servers.push(server);
+    const url = (p: string) => `http://127.0.0.1:${server.port}${p}`;
+    return { server, worker, redlock, metrics, url };
+  }
+
+  it('serves /metrics in the Prometheus format', async () => {
+    const { url, worker, metrics } = await start();
+    worker.emit('message_processed', { ...event, fencingToken: 1, durationMs: 10, marked: true });
+    const res = await fetch(url('/metrics'));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe(metrics.registry.contentType);
+    const body = await res.text();
+    expect(body).toContain('# TYPE sqs_redlock_messages_total counter');
+    expect(body).toContain('sqs_redlock_messages_total{outcome="processed"} 1');
+    expect(body).toContain('sqs_redlock_handler_seconds_count 1');
+    expect(body).toContain('sqs_redlock_redis_nodes_up 3');
+  });
+
+  it('answers /healthz with 200 ok, even when not ready', async () => {
+    const { url, worker } = await start();
+    worker.state = 'stopping';
+    const res = await fetch(url('/healthz'));
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe('ok\n');
+  });
+
+  it('answers /readyz 200 only while polling with a Redis quorum', async () => {
+    const { url, worker, redlock } = await start();
+    const ready = await fetch(url('/readyz'));
+    expect(ready.status).toBe(200);
+    expect(ready.headers.get('content-type')).toContain('application/json');
+    expect(await ready.json()).toEqual({
+      ready: true,
+      state: 'running',
+      redis: { up: ['a:1', 'b:2', 'c:3'], down: [] },
+    });
+
+    redlock.status = { available: false, up: ['a:1'], down: ['b:2', 'c:3'] };
+    const noQuorum = await fetch(url('/readyz'));
+    expect(noQuorum.status).toBe(503);
+    expect(await noQuorum.json()).toEqual({
+      ready: false,
+      reason: 'no Redis quorum',
+      state: 'running',
+      redis: { up: ['a:1'], down: ['b:2', 'c:3'] },
+    });
+
+    redlock.status = { available: true, up: ['a:1', 'b:2', 'c:3'], down: [] };
+    for (const [state, reason] of [
+      ['paused', 'polling paused: no Redis quorum'],
+      ['idle', 'worker is idle'],
+      ['stopping', 'worker is stopping'],
+      ['stopped', 'worker is stopped'],
+    ] as const) {
+      worker.state = state;
+      const res = await fetch(url('/readyz'));
+      expect(res.status).toBe(503);
+      expect(await res.json()).toEqual({ ready: false, reason, state });
+    }
+  });
+
+  it('is not ready when the quorum check throws', async () => {
+    const readiness = await checkReadiness(
+      { state: 'running' },
+      { quorumStatus: () => Promise.reject(new Error('boom')) },
+    );
+    expect(readiness).toEqual({ ready: false, reason: 'quorum check failed: boom', state: 'running' });
+  });
+
+  it('answers 404 to other paths, 405 to other methods, and HEAD without a body', async () => {
+    const { url } = await start();
+    expect((await fetch(url('/nope'))).status).toBe(404);
+    const post = await fetch(url('/metrics'), { method: 'POST' });
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toBe('GET, HEAD');
+    const head = await fetch(url('/healthz?probe=1'), { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(await head.text()).toBe('');
+  });
+
+  it('closes promptly with a keep-alive connection open', async () => {
+    const { server } = await start();
+    // A scraper's idle keep-alive socket (and one mid-request would be cut after a second).
+    await new Promise<void>((resolve, reject) => {
+      const req = request(
+        { host: '127.0.0.1', port: server.port, path: '/healthz', agent: new Agent({ keepAlive: true }) },
+        (res) => {
+          res.resume();
+          res.on('end', resolve);
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    const started = performance.now();
+    await server.close();
+    expect(performance.now() - started).toBeLessThan(1_500);
+    await server.close(); // idempotent
+    servers.length = 0;
+  });
+
+  it('rejects when the port is taken', async () => {
+    const { server } = await start();
+    const metrics = createMetrics();
+    await expect(
+      startMetricsServer({
+        port: server.port,
+        host: '127.0.0.1',
+        registry: metrics.registry,
+        worker: new FakeWorker(),
+        redlock: new FakeRedlock(),
+      }),
+    ).rejects.toMatchObject({ code: 'EADDRINUSE' });
+  });
+});
