@@ -222,3 +222,11 @@ export function totalCalls(
 ): number {
   return Object.entries(counts).reduce((n, [name, calls]) => (exclude(name) ? n : n + calls), 0);
 }
+
+/** `after - before`, name by name (names only in `before` are left out). */
+export function diffCounts(
+  after: Readonly<Record<string, number>>,
+  before: Readonly<Record<string, number>>,
+): Record<string, number> {
+  return Object.fromEntries(Object.entries(after).map(([name, n]) => [name, n - (before[name] ?? 0)]));
+}
