@@ -4,8 +4,8 @@ import type { Logger } from 'winston';
 import { acquireOrAdopt, type LockHandoff } from '../lock/adopt.ts';
 import type { Lock } from '../lock/lock.ts';
 import { isLock, type Redlock } from '../lock/redlock.ts';
-import { readLockHandoff } from '../runtime/publisher.ts';
 import type { BaseHandler, HandlerContext } from './base-handler.ts';
+import { readLockHandoff } from './handoff.ts';
 import type { MessageOutcome, Outcome } from './outcome.ts';
 
 /** A locked message while its handler runs: what a heartbeat needs to keep it alive. */
@@ -33,6 +33,8 @@ export interface PipelineDeps<T> {
   readonly shutdown: AbortSignal;
   /** Include message bodies in logs (off by default: bodies may hold personal data). */
   readonly logBodies: boolean;
+  /** Told how long locking the batch took (for metrics). */
+  readonly onLocked?: (info: { messages: number; locked: number; durationMs: number }) => void;
   /** Told which messages are locked and running, and when they stop. */
   readonly inFlight?: {
     add(messages: readonly InFlightMessage[]): void;
@@ -72,11 +74,19 @@ export async function runBatch<T>(
 
   // Handed-over locks are adopted, the rest acquired: one round trip per node each, at the same time.
   // An expired handoff falls back to a plain acquire of its key; see acquireOrAdopt for why that is safe.
+  const lockingStarted = performance.now();
   const results = await acquireOrAdopt(
     deps.redlock,
     hydrated.map((h) => ({ key: h.lockKey, handoff: h.handoff })),
     { retryCount: 0, autoExtend: deps.autoExtendLocks },
   );
+  if (hydrated.length > 0) {
+    deps.onLocked?.({
+      messages: hydrated.length,
+      locked: results.filter((r) => isLock(r)).length,
+      durationMs: performance.now() - lockingStarted,
+    });
+  }
   const locked: { item: Hydrated<T>; lock: Lock }[] = [];
   hydrated.forEach((item, i) => {
     const result = results[i];

@@ -6,6 +6,8 @@ export interface MessageEvent {
 }
 
 export interface WorkerEvents {
+  /** A received batch was locked: one acquire (and adopt) round trip per Redis node, `durationMs` long. */
+  batch_locked: [{ readonly messages: number; readonly locked: number; readonly durationMs: number }];
   /** The handler succeeded under the lock and the message is deleted; `marked`: the completion marker reached a quorum. */
   message_processed: [
     MessageEvent & { readonly fencingToken: number; readonly durationMs: number; readonly marked: boolean },

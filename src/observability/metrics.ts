@@ -38,7 +38,7 @@ export interface MetricsWorker {
 }
 
 /** What the metrics read from a Redlock (a structural subset, so tests can pass a fake). */
-export type MetricsRedlock = Pick<Redlock, 'heldLocks' | 'quorum' | 'quorumStatus' | 'acquireMany'> &
+export type MetricsRedlock = Pick<Redlock, 'heldLocks' | 'quorum' | 'quorumStatus'> &
   Pick<EventEmitter<RedlockEvents>, 'on' | 'off'>;
 
 export interface MetricsOptions {
@@ -225,6 +225,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     }
     listen('message_processed', ({ durationMs }) => handlerSeconds.observe(durationMs / 1000));
     listen('sqs_error', ({ operation }) => sqsErrors.inc({ operation }));
+    listen('batch_locked', ({ durationMs }) => lockAcquireSeconds.observe(durationMs / 1000));
 
     if (redlock) {
       const onLost = ({ error }: RedlockEvents['lock_lost'][0]): void => {
@@ -232,7 +233,6 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       };
       redlock.on('lock_lost', onLost);
       undo.push(() => redlock.off('lock_lost', onLost));
-      undo.push(timeAcquisitions(redlock, lockAcquireSeconds));
     }
 
     let attached = true;
@@ -258,30 +258,5 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     locksHeld,
     pollingPaused,
     attach,
-  };
-}
-
-/**
- * Times every `acquireMany` of this Redlock instance (the pipeline locks each batch with one call).
- * Interim: the engine has no acquisition event yet, so the instance's method is wrapped (an own
- * property shadowing the prototype's); the returned function restores it.
- */
-function timeAcquisitions(redlock: MetricsRedlock, histogram: Histogram): () => void {
-  const target = redlock as { acquireMany: MetricsRedlock['acquireMany'] };
-  const hadOwn = Object.hasOwn(target, 'acquireMany');
-  const original = target.acquireMany;
-  const timed: MetricsRedlock['acquireMany'] = async function (this: unknown, ...args) {
-    const started = performance.now();
-    try {
-      return await original.apply(this, args);
-    } finally {
-      histogram.observe((performance.now() - started) / 1000);
-    }
-  };
-  target.acquireMany = timed;
-  return () => {
-    if (target.acquireMany !== timed) return; // wrapped again by someone else: leave theirs in place
-    if (hadOwn) target.acquireMany = original;
-    else delete (target as { acquireMany?: unknown }).acquireMany;
   };
 }

@@ -29,6 +29,7 @@ export type LambdaEvents = Pick<
   | 'lock_lost'
   | 'message_released'
   | 'sqs_error'
+  | 'batch_locked'
 >;
 
 /** The function to export as the Lambda handler, with its events attached. */
@@ -141,6 +142,7 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
         completionTtlMs: o.completionTtlMs,
         shutdown,
         logBodies: o.logMessageBodies,
+        onLocked: (info) => emit('batch_locked', info),
       };
       const outcomes = await runBatch(pipeline, messages);
       const settler: SettleContext = {

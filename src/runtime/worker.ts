@@ -53,6 +53,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       shutdown: this.#shutdown.signal,
       logBodies: o.logMessageBodies,
       inFlight: this.#heartbeat,
+      onLocked: (info) => this.emit('batch_locked', info),
     };
     this.#consumers = Array.from({ length: o.concurrency }, () => this.#createConsumer());
     this.#settler = {
