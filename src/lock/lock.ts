@@ -127,6 +127,11 @@ export class Lock {
     if (this.#state === 'held') this.#state = state;
   }
 
+  /** @internal the completion marker did not reach a quorum: the lock was only released */
+  completionFailed(): void {
+    if (this.#state === 'completed') this.#state = 'released';
+  }
+
   #throwIfLost(): void {
     if (this.#state === 'lost') throw this.#controller.signal.reason;
   }

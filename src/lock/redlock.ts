@@ -267,10 +267,17 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     const markerTtl = integer('ttlMs', options.ttlMs ?? this.options.completionTtlMs, { min: 1 });
     const held = locks.filter((lock) => lock.isHeld);
     for (const lock of locks) this.#extender.untrack(lock);
+    // Ended before the round trip: an extension answering meanwhile ("not owner": the marker took the
+    // lock's place) must not be taken for a lost lock.
+    for (const lock of held) lock.markEnded('completed');
     const done = await completeBatch(this.#ctx, held, markerTtl);
     const ok = new Map(held.map((lock, i) => [lock, done[i] === true]));
     // No marker on a quorum is not a lost lock: the work may well have run under it. The caller decides.
-    for (const lock of locks) lock.markEnded(ok.get(lock) ? 'completed' : 'released');
+    for (const lock of locks) {
+      if (ok.get(lock)) continue;
+      lock.markEnded('released');
+      lock.completionFailed();
+    }
     // Locks that were not held (or failed) are released best-effort so they do not linger.
     const rest = locks.filter((lock) => !ok.get(lock));
     if (rest.length > 0) await releaseBatch(this.#ctx, rest);
