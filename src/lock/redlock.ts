@@ -268,7 +268,8 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     const held = locks.filter((lock) => lock.isHeld);
     for (const lock of locks) this.#extender.untrack(lock);
     // Ended before the round trip: an extension answering meanwhile ("not owner": the marker took the
-    // lock's place) must not be taken for a lost lock.
+    // lock's place) must not be taken for a lost lock. Per-connection ordering already prevents that on
+    // plain nodes; a Cluster node answers different slots over different connections.
     for (const lock of held) lock.markEnded('completed');
     const done = await completeBatch(this.#ctx, held, markerTtl);
     const ok = new Map(held.map((lock, i) => [lock, done[i] === true]));
