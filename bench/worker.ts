@@ -1,0 +1,903 @@
+/**
+ * Worker benchmark: messages per second of the same sqs-consumer setup with no lock, with this project's
+ * Worker (every batch locked on a 3-node Redlock quorum, completed and deleted), and with a per-message
+ * redis-semaphore RedlockMutex around the same work, side by side in one run.
+ *
+ *   npm run bench:worker            # markdown table on stdout, progress on stderr
+ *   npm run bench:worker -- --json  # raw numbers as JSON on stdout instead
+ *   npm run bench:worker -- --only=no-lock,pipeline,lock-only --pollers=4   # some rows / pollers only
+ *
+ * Setup: one fauxqs SQS emulator in this process (test/helpers/sqs.ts) and 3 redis-server processes
+ * (test/helpers/redis-nodes.ts). Every measurement gets a fresh standard queue pre-filled with the same
+ * MESSAGES JSON bodies, then consumes it until every message is deleted. Every row polls with the same
+ * number of sqs-consumer pollers (CONCURRENCIES), batchSize 10, waitTimeSeconds 1, visibility 30 s and the
+ * same requested attributes; each poller handles one batch at a time (receive, handle, delete, receive).
+ * The work per message is the same trivial one: JSON.parse of the body and one macrotask yield.
+ *
+ * - no lock: sqs-consumer `handleMessageBatch`, the batch's messages in parallel; sqs-consumer deletes
+ *   the returned messages with one DeleteMessageBatch.
+ * - this project: `new Worker({ batchSize: 10, concurrency, waitTimeSeconds: 1 })` with a BaseHandler
+ *   (hydrate = JSON.parse, handle = the yield) over a Redlock with its own 3 clients and default options
+ *   (TTL 30 s; the heartbeat, every 10 s, never fires during a measurement). `deadLetterQueueUrl: false`
+ *   skips the DLQ discovery at start; everything else is at its default.
+ * - redis-semaphore: the no-lock setup, each message's work wrapped in
+ *   `new RedlockMutex(clients, messageId, { lockTimeout: 30000, acquireAttemptsLimit: 1 })`: acquire,
+ *   work, release, the batch's messages in parallel. refreshInterval is left at its documented default
+ *   (0.8 x lockTimeout: the refresh timer is armed and cleared per message, and never fires).
+ * - lock-only (diagnostic, only with --only): the no-lock setup with each batch locked by this
+ *   project's Redlock as the pipeline does it (acquireMany, work, completeMany, delete) but without the
+ *   Worker: the gap between it and the pipeline row is the Worker's own bookkeeping.
+ *
+ * Measured per run: msg/s = messages / (last delete - first receive), the receive being the moment the
+ * batch reaches the handler code (sqs-consumer's handleMessageBatch, or the Worker's hydrate) and the
+ * delete the `message_processed` event each library emits once DeleteMessageBatch answered; receive ->
+ * delete latency per message; Redis commands per message = `INFO commandstats` calls summed over the 3
+ * nodes since a `CONFIG RESETSTAT` before the run (admin commands left out), which counts the commands a
+ * Lua script runs too, and Redis round trips per message = commands the benchmark's ioredis clients sent;
+ * SQS calls per message; CPU time of this process (client, SDK and fauxqs alike) and of the 3
+ * redis-servers per message.
+ * Rows are interleaved in ROUNDS rounds, rotating their order each round, after one discarded warm-up
+ * run per row; the nodes are flushed before every run. Aggregate msg/s = messages / summed duration.
+ */
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import type { Message, SQSClient } from '@aws-sdk/client-sqs';
+import type { Redis } from 'ioredis';
+import { RedlockMutex } from 'redis-semaphore';
+import { Consumer } from 'sqs-consumer';
+import { BaseHandler, createLogger, isLock, Redlock, Worker } from '../src/index.ts';
+import { type RedisNodes, startRedisNodes } from '../test/helpers/redis-nodes.ts';
+import { type SqsEnv, startSqs } from '../test/helpers/sqs.ts';
+import {
+  addCounts,
+  diffCounts,
+  type Environment,
+  environment,
+  environmentHeader,
+  fmt,
+  fmtRatio,
+  type LatencySummary,
+  markdownTable,
+  progress,
+  redisVersionOf,
+  relativeSpread,
+  rotate,
+  summarize,
+  totalCalls,
+  wantsJson,
+} from './shared.ts';
+
+/** Messages per measured run. */
+const MESSAGES = 3_000;
+/** Messages of the discarded warm-up run of every row. */
+const WARMUP_MESSAGES = 400;
+/**
+ * Pollers (sqs-consumer Consumers) per row: each handles one batch at a time. `--pollers=2,4,8` overrides
+ * (e.g. to look at one setting under `--cpu-prof`).
+ */
+const CONCURRENCIES: readonly number[] = pollersOf(process.argv.slice(2)) ?? [2, 4];
+/** Each row is measured once per round; rows are interleaved within a round. */
+const ROUNDS = 5;
+/** Messages per ReceiveMessage. */
+const BATCH = 10;
+/** Long-poll wait of every receive, in seconds (only the tail of a run ever waits). */
+const WAIT_TIME_SECONDS = 1;
+/** Visibility timeout of the queues and of every receive, in seconds: no message is received twice. */
+const VISIBILITY_TIMEOUT_SEC = 30;
+/** Lock TTL of both lock engines, in ms. */
+const LOCK_TTL_MS = 30_000;
+/** Number of redis-server nodes (independent Redlock quorum members). */
+const NODES = 3;
+/** A run that has not deleted every message by then fails (something is wrong, not slow). */
+const RUN_TIMEOUT_MS = 60_000;
+
+/** Targets of this project (reported, never used to tune the measurement). */
+const TARGET_VS_NO_LOCK = 0.85;
+
+type EngineId = 'no-lock' | 'pipeline' | 'redis-semaphore' | 'lock-only';
+/** The rows of a default run. */
+const DEFAULT_ENGINES: readonly EngineId[] = ['no-lock', 'pipeline', 'redis-semaphore'];
+/** Also `lock-only`, a diagnostic row: the lock engine's cost without the Worker's bookkeeping. */
+const ALL_ENGINES: readonly EngineId[] = ['no-lock', 'pipeline', 'redis-semaphore', 'lock-only'];
+/**
+ * `--only=pipeline` (or a comma-separated list) runs only those rows, e.g. under `--cpu-prof`, or adds
+ * the diagnostic one (`--only=no-lock,pipeline,lock-only`). The no-lock row is the baseline of every
+ * ratio: without it the ratios print as '–'.
+ */
+const ENGINES: readonly EngineId[] = onlyEngines(process.argv.slice(2));
+
+function pollersOf(argv: readonly string[]): number[] | undefined {
+  const list = argv.find((arg) => arg.startsWith('--pollers='))?.slice('--pollers='.length);
+  if (!list) return undefined;
+  const pollers = list.split(',').map(Number);
+  if (pollers.some((n) => !Number.isInteger(n) || n < 1 || n > 100)) {
+    throw new Error(`--pollers: ${list} is not a list of integers from 1 to 100`);
+  }
+  return pollers;
+}
+
+function onlyEngines(argv: readonly string[]): EngineId[] {
+  const only = argv.find((arg) => arg.startsWith('--only='))?.slice('--only='.length);
+  if (!only) return [...DEFAULT_ENGINES];
+  const picked = only.split(',').map((name) => name.trim());
+  const unknown = picked.filter((name) => !ALL_ENGINES.includes(name as EngineId));
+  if (unknown.length > 0)
+    throw new Error(`--only: unknown row ${unknown.join(', ')} (${ALL_ENGINES.join(', ')})`);
+  return ALL_ENGINES.filter((engine) => picked.includes(engine));
+}
+
+const ENGINE_LABELS: Record<EngineId, string> = {
+  'no-lock': 'sqs-consumer, no lock',
+  pipeline: 'sqs-redlock-worker Worker (3-node Redlock)',
+  'redis-semaphore': 'sqs-consumer + redis-semaphore RedlockMutex per message',
+  'lock-only': 'sqs-consumer + this Redlock: acquireMany, work, completeMany per batch',
+};
+
+// ---------------------------------------------------------------------------
+// The work and the message bodies
+
+function bodyOf(i: number): string {
+  return JSON.stringify({
+    orderId: `order-${i}`,
+    customerId: `customer-${i % 97}`,
+    amountCents: 1_000 + i,
+    currency: 'EUR',
+    items: [
+      { sku: `sku-${i % 13}`, quantity: 1 + (i % 3) },
+      { sku: `sku-${i % 7}`, quantity: 1 },
+    ],
+    createdAt: '2024-01-01T00:00:00.000Z',
+  });
+}
+
+/** The trivial per-message work of every row: parse, then give the event loop one turn. */
+async function work(body: string | undefined): Promise<void> {
+  JSON.parse(body ?? 'null');
+  await yieldToLoop();
+}
+
+// ---------------------------------------------------------------------------
+// One run's observations
+
+/** Receive / delete times of one run; resolves `done` once every message is deleted (or failed). */
+class Probe {
+  readonly expected: number;
+  readonly received = new Map<string, number>();
+  readonly deleted = new Set<string>();
+  readonly latenciesMs: number[] = [];
+  firstReceive = Number.NaN;
+  lastDelete = Number.NaN;
+  errors = 0;
+  firstError: string | undefined;
+  readonly done: Promise<void>;
+  #resolve: () => void = () => undefined;
+
+  constructor(expected: number) {
+    this.expected = expected;
+    this.done = new Promise((resolve) => {
+      this.#resolve = resolve;
+    });
+  }
+
+  onReceive(messageId: string | undefined): void {
+    const now = performance.now();
+    if (Number.isNaN(this.firstReceive)) this.firstReceive = now;
+    if (messageId !== undefined && !this.received.has(messageId)) this.received.set(messageId, now);
+  }
+
+  onDeleted(messageId: string | undefined): void {
+    const now = performance.now();
+    if (messageId === undefined || this.deleted.has(messageId)) {
+      this.onError(`message ${messageId} deleted twice`);
+      return;
+    }
+    this.deleted.add(messageId);
+    this.lastDelete = now;
+    const receivedAt = this.received.get(messageId);
+    if (receivedAt !== undefined) this.latenciesMs.push(now - receivedAt);
+    this.#check();
+  }
+
+  onError(error: unknown): void {
+    this.errors++;
+    this.firstError ??= error instanceof Error ? error.message : String(error);
+    this.#check();
+  }
+
+  #check(): void {
+    if (this.deleted.size + this.errors >= this.expected) this.#resolve();
+  }
+}
+
+/** Counts the commands an ioredis client sends (its round trips: no pipelining is used here). */
+class SentCounter {
+  count = 0;
+
+  watch(clients: readonly Redis[]): void {
+    for (const client of clients) {
+      const send = client.sendCommand.bind(client);
+      client.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
+        this.count++;
+        return send(...args);
+      }) as Redis['sendCommand'];
+    }
+  }
+}
+
+/** Counts the SQS calls of a client by command (ReceiveMessageCommand, DeleteMessageBatchCommand, ...). */
+class SqsCallCounter {
+  readonly counts: Record<string, number> = {};
+
+  watch(sqs: SQSClient): void {
+    const send = sqs.send.bind(sqs) as (command: object, ...rest: unknown[]) => Promise<unknown>;
+    sqs.send = ((command: object, ...rest: unknown[]) => {
+      const name = command.constructor.name;
+      this.counts[name] = (this.counts[name] ?? 0) + 1;
+      return send(command, ...rest);
+    }) as SQSClient['send'];
+  }
+
+  snapshot(): Record<string, number> {
+    return { ...this.counts };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The setups
+
+interface Fixture {
+  readonly sqs: SQSClient;
+  /** redis-semaphore's clients, one per node. */
+  readonly semaphoreClients: Redis[];
+  /** This project's lock engine, over its own clients. */
+  readonly redlock: Redlock;
+}
+
+interface Running {
+  stop(): Promise<void>;
+}
+
+type Start = (fixture: Fixture, queueUrl: string, concurrency: number, probe: Probe) => Promise<Running>;
+
+/** `concurrency` sqs-consumer pollers; each message goes through `perMessage`, and what resolves is deleted. */
+function startConsumers(
+  fixture: Fixture,
+  queueUrl: string,
+  concurrency: number,
+  probe: Probe,
+  perMessage: (message: Message) => Promise<void>,
+  batch: {
+    /** Wraps the handling of a whole batch (`run` handles its messages and answers those to delete). */
+    around(messages: Message[], run: () => Promise<Message[]>): Promise<Message[]>;
+  } = { around: (_, run) => run() },
+): Running {
+  let stopping = false;
+  const consumers = Array.from({ length: concurrency }, () => {
+    const consumer = Consumer.create({
+      queueUrl,
+      sqs: fixture.sqs,
+      batchSize: BATCH,
+      waitTimeSeconds: WAIT_TIME_SECONDS,
+      visibilityTimeout: VISIBILITY_TIMEOUT_SEC,
+      // What the Worker asks for, so every row receives the same payload.
+      messageSystemAttributeNames: ['ApproximateReceiveCount', 'MessageGroupId'],
+      messageAttributeNames: ['All'],
+      handleMessageBatch: async (messages) => {
+        for (const message of messages) probe.onReceive(message.MessageId);
+        const run = async (): Promise<Message[]> => {
+          const settled = await Promise.allSettled(messages.map(perMessage));
+          const acked: Message[] = [];
+          settled.forEach((result, i) => {
+            if (result.status === 'fulfilled') acked.push(messages[i] as Message);
+            else probe.onError(result.reason);
+          });
+          return acked;
+        };
+        try {
+          return await batch.around(messages, run);
+        } catch (error) {
+          for (const _ of messages) probe.onError(error);
+          return [];
+        }
+      },
+    });
+    consumer.on('message_processed', (message) => probe.onDeleted(message.MessageId));
+    consumer.on('error', (error) => {
+      // stop({ abort: true }) aborts the idle long poll on purpose.
+      if (!stopping) probe.onError(error);
+    });
+    consumer.start();
+    return consumer;
+  });
+  return {
+    async stop() {
+      stopping = true;
+      for (const consumer of consumers) consumer.stop({ abort: true });
+      const until = performance.now() + 5_000;
+      while (consumers.some((c) => c.status.isPolling) && performance.now() < until) await yieldFor(5);
+    },
+  };
+}
+
+const startNoLock: Start = async (fixture, queueUrl, concurrency, probe) =>
+  startConsumers(fixture, queueUrl, concurrency, probe, (message) => work(message.Body));
+
+const startSemaphore: Start = async (fixture, queueUrl, concurrency, probe) =>
+  startConsumers(fixture, queueUrl, concurrency, probe, async (message) => {
+    const mutex = new RedlockMutex(fixture.semaphoreClients, message.MessageId as string, {
+      lockTimeout: LOCK_TTL_MS,
+      acquireAttemptsLimit: 1,
+    });
+    await mutex.acquire();
+    try {
+      await work(message.Body);
+    } finally {
+      await mutex.release();
+    }
+  });
+
+class BenchHandler extends BaseHandler<unknown> {
+  readonly #probe: Probe;
+
+  constructor(probe: Probe) {
+    super();
+    this.#probe = probe;
+  }
+
+  hydrate(message: Message): unknown {
+    this.#probe.onReceive(message.MessageId);
+    return JSON.parse(message.Body ?? 'null');
+  }
+
+  async handle(): Promise<void> {
+    await yieldToLoop();
+  }
+}
+
+const silentLogger = createLogger({ silent: true });
+
+const startPipeline: Start = async (fixture, queueUrl, concurrency, probe) => {
+  const worker = new Worker<unknown>({
+    queueUrl,
+    sqs: fixture.sqs,
+    redlock: fixture.redlock,
+    handler: new BenchHandler(probe),
+    batchSize: BATCH,
+    concurrency,
+    waitTimeSeconds: WAIT_TIME_SECONDS,
+    visibilityTimeoutSec: VISIBILITY_TIMEOUT_SEC,
+    deadLetterQueueUrl: false,
+    logger: silentLogger,
+  });
+  worker.on('message_processed', ({ messageId }) => probe.onDeleted(messageId));
+  // Anything but a processed message is a failure of the run (none is expected).
+  const fail =
+    (name: string) =>
+    (event: { messageId: string }): void =>
+      probe.onError(new Error(`${name}: ${event.messageId}`));
+  worker.on('duplicate_skipped', fail('duplicate_skipped'));
+  worker.on('lock_contended', fail('lock_contended'));
+  worker.on('quorum_unavailable', fail('quorum_unavailable'));
+  worker.on('poison_message', fail('poison_message'));
+  worker.on('handler_error', fail('handler_error'));
+  worker.on('lock_lost', fail('lock_lost'));
+  worker.on('message_released', fail('message_released'));
+  worker.on('sqs_error', ({ operation, error }) => probe.onError(new Error(`sqs ${operation}: ${error}`)));
+  await worker.start();
+  return { stop: () => worker.stop({ timeoutMs: 5_000 }) };
+};
+
+/**
+ * Diagnostic: the no-lock setup with the batch locked by this project's lock engine alone, as the
+ * Worker's pipeline does it (acquireMany with no retry, the work, completeMany, then the delete) but
+ * without the Worker around it: the gap to the pipeline row is the Worker's own bookkeeping.
+ */
+const startLockOnly: Start = async (fixture, queueUrl, concurrency, probe) =>
+  startConsumers(fixture, queueUrl, concurrency, probe, (message) => work(message.Body), {
+    async around(messages, run) {
+      const results = await fixture.redlock.acquireMany(
+        messages.map((m) => m.MessageId as string),
+        { retryCount: 0, autoExtend: false },
+      );
+      const locks = results.filter(isLock);
+      if (locks.length !== messages.length) {
+        await fixture.redlock.releaseMany(locks);
+        throw new Error(`${locks.length} of ${messages.length} locked`);
+      }
+      const acked = await run();
+      await fixture.redlock.completeMany(locks);
+      return acked;
+    },
+  });
+
+const STARTS: Record<EngineId, Start> = {
+  'no-lock': startNoLock,
+  pipeline: startPipeline,
+  'redis-semaphore': startSemaphore,
+  'lock-only': startLockOnly,
+};
+
+// ---------------------------------------------------------------------------
+// One measured run
+
+interface RunResult {
+  readonly engine: EngineId;
+  readonly concurrency: number;
+  readonly round: number;
+  readonly messages: number;
+  /** First receive to last delete, in ms. */
+  readonly durationMs: number;
+  /** Receive to delete of each message, in ms. */
+  readonly latenciesMs: number[];
+  /** `INFO commandstats` calls since the reset, summed over the nodes, admin commands included. */
+  readonly commandStats: Record<string, number>;
+  /** Commands sent by the benchmark's lock clients. */
+  readonly roundTrips: number;
+  /** SQS calls by command between start and the last delete (the tail's empty long polls included). */
+  readonly sqsCalls: Record<string, number>;
+  /** CPU time of this process (user + system) between start and last delete, in µs. */
+  readonly processCpuUs: number;
+  /** CPU time of the redis-servers (user + system, summed) over the run, in µs. */
+  readonly redisCpuUs: number;
+  readonly errors: number;
+  readonly firstError: string | undefined;
+}
+
+interface Harness {
+  readonly sqsEnv: SqsEnv;
+  readonly redis: RedisNodes;
+  readonly fixture: Fixture;
+  /** Clients only used to read `INFO cpu` (not counted: INFO is an admin command). */
+  readonly statsClients: Redis[];
+  readonly sent: SentCounter;
+  readonly sqsCalls: SqsCallCounter;
+}
+
+let queueSeq = 0;
+
+async function redisCpuUs(clients: readonly Redis[]): Promise<number> {
+  const infos = await Promise.all(clients.map((client) => client.info('cpu')));
+  let seconds = 0;
+  for (const info of infos) {
+    for (const field of ['used_cpu_sys', 'used_cpu_user']) {
+      seconds += Number(new RegExp(`^${field}:([0-9.]+)`, 'm').exec(info)?.[1] ?? 0);
+    }
+  }
+  return seconds * 1e6;
+}
+
+async function runOnce(
+  h: Harness,
+  engine: EngineId,
+  concurrency: number,
+  round: number,
+  messages: number,
+): Promise<RunResult> {
+  const queue = h.sqsEnv.createQueue(`bench-worker-${++queueSeq}-${engine}-c${concurrency}`, {
+    visibilityTimeoutSec: VISIBILITY_TIMEOUT_SEC,
+  });
+  try {
+    for (let i = 0; i < messages; i++) h.sqsEnv.server.sendMessage(queue.queueName, bodyOf(i));
+    await Promise.all(h.redis.nodes.map((node) => node.flushAll()));
+    await Promise.all(h.redis.nodes.map((node) => node.resetStats()));
+    const redisCpuBefore = await redisCpuUs(h.statsClients);
+    const sentBefore = h.sent.count;
+    const sqsBefore = h.sqsCalls.snapshot();
+    const probe = new Probe(messages);
+    const cpuBefore = process.cpuUsage();
+    const running = await STARTS[engine](h.fixture, queue.queueUrl, concurrency, probe);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        probe.done,
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new Error(
+                  `${engine} c${concurrency}: ${probe.deleted.size} of ${messages} deleted after ${RUN_TIMEOUT_MS} ms`,
+                ),
+              ),
+            RUN_TIMEOUT_MS,
+          );
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+    const cpu = process.cpuUsage(cpuBefore);
+    const roundTrips = h.sent.count - sentBefore;
+    const sqsCalls = diffCounts(h.sqsCalls.snapshot(), sqsBefore);
+    const redisCpuAfter = await redisCpuUs(h.statsClients);
+    await running.stop();
+    const commandStats = addCounts(...(await Promise.all(h.redis.nodes.map((node) => node.commandStats()))));
+    return {
+      engine,
+      concurrency,
+      round,
+      messages,
+      durationMs: probe.lastDelete - probe.firstReceive,
+      latenciesMs: probe.latenciesMs,
+      commandStats,
+      roundTrips,
+      sqsCalls,
+      processCpuUs: cpu.user + cpu.system,
+      redisCpuUs: redisCpuAfter - redisCpuBefore,
+      errors: probe.errors,
+      firstError: probe.firstError,
+    };
+  } finally {
+    h.sqsEnv.server.deleteQueue(queue.queueName);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Aggregation and report
+
+interface Aggregate {
+  readonly id: string;
+  readonly engine: EngineId;
+  readonly label: string;
+  readonly concurrency: number;
+  readonly messages: number;
+  readonly msgPerSec: number;
+  readonly roundMsgPerSec: number[];
+  /** msg/s over the no-lock row's at the same concurrency. */
+  readonly vsNoLock: number;
+  /** The same ratio within each round (the rows of a round ran back to back). */
+  readonly roundVsNoLock: number[];
+  readonly latency: LatencySummary;
+  /** `INFO commandstats` calls per message, admin commands left out, summed over the nodes. */
+  readonly redisCommandsPerMsg: number;
+  /** Commands the lock clients sent per message (round trips to a node). */
+  readonly redisRoundTripsPerMsg: number;
+  /** Calls per message by command name (admin commands left out). */
+  readonly redisCommandsByName: Record<string, number>;
+  /** SQS calls per message (receives, deletes, ...), by command. */
+  readonly sqsCallsPerMsg: number;
+  readonly sqsCallsByName: Record<string, number>;
+  readonly processCpuUsPerMsg: number;
+  readonly redisCpuUsPerMsg: number;
+  readonly errors: number;
+  readonly firstError: string | undefined;
+}
+
+function rowId(engine: EngineId, concurrency: number): string {
+  return `c${concurrency}/${engine}`;
+}
+
+function aggregate(results: readonly RunResult[]): Aggregate[] {
+  const rows: Aggregate[] = [];
+  for (const concurrency of CONCURRENCIES) {
+    const baseline = results.filter((r) => r.concurrency === concurrency && r.engine === 'no-lock');
+    const baselineRate = rate(baseline);
+    for (const engine of ENGINES) {
+      const runs = results.filter((r) => r.concurrency === concurrency && r.engine === engine);
+      const messages = runs.reduce((n, r) => n + r.messages, 0);
+      const stats = addCounts(...runs.map((r) => r.commandStats));
+      const byName = Object.fromEntries(
+        Object.entries(stats)
+          .filter(([name]) => totalCalls({ [name]: 1 }) > 0)
+          .sort(([, a], [, b]) => b - a)
+          .map(([name, calls]) => [name, calls / messages]),
+      );
+      const msgPerSec = rate(runs);
+      rows.push({
+        id: rowId(engine, concurrency),
+        engine,
+        label: ENGINE_LABELS[engine],
+        concurrency,
+        messages,
+        msgPerSec,
+        roundMsgPerSec: runs.map((r) => rate([r])),
+        vsNoLock: msgPerSec / baselineRate,
+        roundVsNoLock: runs.map((r) => {
+          const base = baseline.find((b) => b.round === r.round);
+          return base ? rate([r]) / rate([base]) : Number.NaN;
+        }),
+        latency: summarize(runs.flatMap((r) => r.latenciesMs)),
+        redisCommandsPerMsg: totalCalls(stats) / messages,
+        redisRoundTripsPerMsg: runs.reduce((n, r) => n + r.roundTrips, 0) / messages,
+        redisCommandsByName: byName,
+        sqsCallsPerMsg: totalCalls(addCounts(...runs.map((r) => r.sqsCalls)), () => false) / messages,
+        sqsCallsByName: perMessage(addCounts(...runs.map((r) => r.sqsCalls)), messages),
+        processCpuUsPerMsg: runs.reduce((n, r) => n + r.processCpuUs, 0) / messages,
+        redisCpuUsPerMsg: runs.reduce((n, r) => n + r.redisCpuUs, 0) / messages,
+        errors: runs.reduce((n, r) => n + r.errors, 0),
+        firstError: runs.find((r) => r.firstError)?.firstError,
+      });
+    }
+  }
+  return rows;
+}
+
+function perMessage(counts: Readonly<Record<string, number>>, messages: number): Record<string, number> {
+  return Object.fromEntries(Object.entries(counts).map(([name, n]) => [name, n / messages]));
+}
+
+function rate(runs: readonly RunResult[]): number {
+  const messages = runs.reduce((n, r) => n + r.messages, 0);
+  const ms = runs.reduce((n, r) => n + r.durationMs, 0);
+  return (messages / ms) * 1000;
+}
+
+interface TargetCheck {
+  readonly concurrency: number;
+  readonly vsNoLock: number;
+  readonly vsNoLockHolds: boolean;
+  /** Median of the per-round ratios (less sensitive to one disturbed run than the aggregate). */
+  readonly vsNoLockMedian: number;
+  /** Pipeline msg/s over the redis-semaphore row's. */
+  readonly vsSemaphore: number;
+  readonly aheadOfSemaphore: boolean;
+  /** Rounds in which the pipeline row was faster than the redis-semaphore row. */
+  readonly roundsAheadOfSemaphore: number;
+  readonly rounds: number;
+}
+
+function targetsOf(rows: readonly Aggregate[]): TargetCheck[] {
+  return CONCURRENCIES.map((concurrency) => {
+    const pipeline = rows.find((r) => r.id === rowId('pipeline', concurrency));
+    const semaphore = rows.find((r) => r.id === rowId('redis-semaphore', concurrency));
+    const vsNoLock = pipeline?.vsNoLock ?? Number.NaN;
+    const vsSemaphore = (pipeline?.msgPerSec ?? Number.NaN) / (semaphore?.msgPerSec ?? Number.NaN);
+    const ours = pipeline?.roundMsgPerSec ?? [];
+    const theirs = semaphore?.roundMsgPerSec ?? [];
+    return {
+      concurrency,
+      vsNoLock,
+      vsNoLockHolds: vsNoLock >= TARGET_VS_NO_LOCK,
+      vsNoLockMedian: median(pipeline?.roundVsNoLock ?? []),
+      vsSemaphore,
+      aheadOfSemaphore: vsSemaphore > 1,
+      roundsAheadOfSemaphore: ours.filter((rate, i) => rate > (theirs[i] ?? Number.POSITIVE_INFINITY)).length,
+      rounds: Math.min(ours.length, theirs.length),
+    };
+  });
+}
+
+function median(values: readonly number[]): number {
+  const finite = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (finite.length === 0) return Number.NaN;
+  const mid = Math.floor(finite.length / 2);
+  return finite.length % 2 === 1
+    ? (finite[mid] as number)
+    : ((finite[mid - 1] as number) + (finite[mid] as number)) / 2;
+}
+
+/** `median (min–max)` of per-round ratios. */
+function roundRatios(values: readonly number[]): string {
+  const finite = values.filter(Number.isFinite);
+  if (finite.length === 0) return '–';
+  return `${median(finite).toFixed(2)} (${Math.min(...finite).toFixed(2)}–${Math.max(...finite).toFixed(2)})`;
+}
+
+function report(
+  env: Environment,
+  rows: readonly Aggregate[],
+  targets: TargetCheck[],
+  runSeconds: number,
+): string {
+  const table = markdownTable(
+    [
+      'Pollers',
+      'Setup',
+      'msg/s',
+      'vs no lock',
+      'per round: median (min–max)',
+      'Redis cmds/msg',
+      'Redis round trips/msg',
+      'SQS calls/msg',
+      'p50 ms',
+      'p99 ms',
+      'CPU µs/msg (node)',
+      'CPU µs/msg (redis)',
+      'msg/s spread',
+    ],
+    rows.map((r) => [
+      String(r.concurrency),
+      r.errors > 0 ? `${r.label} (${r.errors} errors)` : r.label,
+      fmt(r.msgPerSec),
+      fmtRatio(r.vsNoLock),
+      roundRatios(r.roundVsNoLock),
+      fmt(r.redisCommandsPerMsg, 2),
+      fmt(r.redisRoundTripsPerMsg, 2),
+      fmt(r.sqsCallsPerMsg, 2),
+      fmt(r.latency.p50Ms, 1),
+      fmt(r.latency.p99Ms, 1),
+      fmt(r.processCpuUsPerMsg),
+      fmt(r.redisCpuUsPerMsg),
+      `±${fmt(relativeSpread(r.roundMsgPerSec) * 100)}%`,
+    ]),
+    [
+      'right',
+      'left',
+      'right',
+      'right',
+      'right',
+      'right',
+      'right',
+      'right',
+      'right',
+      'right',
+      'right',
+      'right',
+      'right',
+    ],
+  );
+  const verdict = (holds: boolean, ratio: number): string =>
+    Number.isNaN(ratio) ? 'not measured' : holds ? 'holds' : 'MISSED';
+  const commandLines = rows
+    .filter((r) => r.engine !== 'no-lock' && r.concurrency === CONCURRENCIES[0])
+    .map(
+      (r) =>
+        `- ${r.label}: ${Object.entries(r.redisCommandsByName)
+          .map(([name, perMsg]) => `${name} ${fmt(perMsg, 2)}`)
+          .join(', ')} per message`,
+    );
+  const errors = rows.filter((r) => r.errors > 0);
+  return [
+    '## Worker: messages per second, sqs-consumer vs this pipeline vs redis-semaphore',
+    '',
+    environmentHeader(env, {
+      redis: 'redis-server',
+      nodes: 'Nodes',
+      sqs: 'SQS',
+      settings: 'Settings',
+    }),
+    '',
+    table,
+    '',
+    'msg/s = messages / (last delete - first receive), summed over the rounds; "vs no lock" = msg/s over the ' +
+      'no-lock row with as many pollers, "per round" = the same ratio within each round (the rows of a ' +
+      'round run back to back); ' +
+      'p50 / p99 = receive to delete of each message; "Redis cmds/msg" = INFO commandstats calls over the 3 ' +
+      'nodes per message, commands run inside Lua scripts included, admin commands (INFO, CONFIG, ...) ' +
+      'left out; "round trips/msg" = commands the lock clients sent per message; "SQS calls/msg" = SQS ' +
+      'requests (receives, deletes, ...) per message from start to the last delete; CPU per message: this ' +
+      'process (consumer, AWS SDK and the in-process fauxqs alike) and the 3 redis-servers together; ' +
+      '"msg/s spread" = half the min-max range of the per-round msg/s.',
+    '',
+    'Redis commands by name (INFO commandstats, per message):',
+    ...commandLines,
+    '',
+    ...targets.flatMap((t) => [
+      `- Target, ${t.concurrency} pollers: this pipeline >= ${TARGET_VS_NO_LOCK}x no-lock msg/s: ` +
+        `${fmtRatio(t.vsNoLock)} (${verdict(t.vsNoLockHolds, t.vsNoLock)}; median of the rounds ` +
+        `${fmtRatio(t.vsNoLockMedian)})`,
+      `- Target, ${t.concurrency} pollers: this pipeline ahead of per-message RedlockMutex: ` +
+        `${fmtRatio(t.vsSemaphore)} (${verdict(t.aheadOfSemaphore, t.vsSemaphore)}; ahead in ` +
+        `${t.roundsAheadOfSemaphore} of ${t.rounds} rounds)`,
+    ]),
+    ...errors.map((r) => `- ${r.id}: ${r.errors} errors, first: ${r.firstError}`),
+    `- Run time: ${runSeconds.toFixed(1)} s`,
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------
+
+function yieldFor(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function main(): Promise<void> {
+  const json = wantsJson();
+  const startedAt = performance.now();
+  const redis = await startRedisNodes(NODES);
+  let sqsEnv: SqsEnv | undefined;
+  let redlock: Redlock | undefined;
+  try {
+    sqsEnv = await startSqs();
+    const semaphoreClients = redis.clients();
+    const redlockClients = redis.clients();
+    const statsClients = redis.clients();
+    // Connected (handshake done) before any run, so no run counts a handshake.
+    await Promise.all([...semaphoreClients, ...redlockClients, ...statsClients].map((c) => c.ping()));
+    redlock = new Redlock(redlockClients, { ttlMs: LOCK_TTL_MS, logger: silentLogger });
+    const sent = new SentCounter();
+    sent.watch([...semaphoreClients, ...redlockClients]);
+    const sqsCalls = new SqsCallCounter();
+    sqsCalls.watch(sqsEnv.sqs);
+    const h: Harness = {
+      sqsEnv,
+      redis,
+      fixture: { sqs: sqsEnv.sqs, semaphoreClients, redlock },
+      statsClients,
+      sent,
+      sqsCalls,
+    };
+
+    const infos = await Promise.all(statsClients.map((client) => client.info('server')));
+    const env = environment({
+      redis: [...new Set(infos.map(redisVersionOf))].join(', '),
+      nodes: `${NODES} local redis-server processes (test/helpers/redis-nodes.ts)`,
+      sqs: 'fauxqs in this process (test/helpers/sqs.ts), one fresh standard queue per run',
+      settings:
+        `${ROUNDS} interleaved rounds × ${MESSAGES} messages per run after a ${WARMUP_MESSAGES}-message ` +
+        `warm-up per row; batch ${BATCH}, waitTimeSeconds ${WAIT_TIME_SECONDS}, visibility ` +
+        `${VISIBILITY_TIMEOUT_SEC} s, lock TTL ${LOCK_TTL_MS} ms; work = JSON.parse + one setImmediate`,
+    });
+
+    for (const engine of ENGINES) {
+      const concurrency = Math.max(...CONCURRENCIES);
+      const result = await runOnce(h, engine, concurrency, -1, WARMUP_MESSAGES);
+      progress(`warm-up ${rowId(engine, concurrency).padEnd(20)} ${fmt(rate([result])).padStart(6)} msg/s`);
+    }
+
+    const results: RunResult[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const concurrency of rotate(CONCURRENCIES, round)) {
+        for (const engine of rotate(ENGINES, round)) {
+          const result = await runOnce(h, engine, concurrency, round, MESSAGES);
+          results.push(result);
+          progress(
+            `round ${round + 1}/${ROUNDS} ${rowId(engine, concurrency).padEnd(20)} ` +
+              `${fmt(rate([result])).padStart(6)} msg/s  ` +
+              `${fmt(totalCalls(result.commandStats) / result.messages, 2)} redis cmds/msg` +
+              (result.errors > 0 ? `  ${result.errors} errors (${result.firstError})` : ''),
+          );
+        }
+      }
+    }
+
+    const rows = aggregate(results);
+    const targets = targetsOf(rows);
+    const runSeconds = (performance.now() - startedAt) / 1000;
+    if (json) {
+      const raw = {
+        environment: env,
+        constants: {
+          MESSAGES,
+          WARMUP_MESSAGES,
+          CONCURRENCIES,
+          ROUNDS,
+          BATCH,
+          WAIT_TIME_SECONDS,
+          VISIBILITY_TIMEOUT_SEC,
+          LOCK_TTL_MS,
+          NODES,
+          TARGET_VS_NO_LOCK,
+        },
+        rows: rows.map((row) => ({
+          ...row,
+          runs: results
+            .filter((r) => rowId(r.engine, r.concurrency) === row.id)
+            .map((r) => ({
+              round: r.round,
+              messages: r.messages,
+              durationMs: r.durationMs,
+              msgPerSec: rate([r]),
+              latency: summarize(r.latenciesMs),
+              redisCommands: totalCalls(r.commandStats),
+              commandStats: r.commandStats,
+              roundTrips: r.roundTrips,
+              sqsCalls: r.sqsCalls,
+              processCpuUs: r.processCpuUs,
+              redisCpuUs: r.redisCpuUs,
+              errors: r.errors,
+            })),
+        })),
+        targets,
+        runSeconds,
+      };
+      process.stdout.write(`${JSON.stringify(raw, null, 2)}\n`);
+    } else {
+      process.stdout.write(`${report(env, rows, targets, runSeconds)}\n`);
+    }
+  } finally {
+    await redlock?.quit();
+    await sqsEnv?.stop();
+    await redis.stop();
+  }
+}
+
+try {
+  await main();
+} catch (error) {
+  process.exitCode = 1;
+  console.error(error);
+}
+// Everything was closed above; should a handle still be open, do not hang the npm script on it.
+setTimeout(() => {
+  progress('bench: handles still open after cleanup; exiting');
+  process.exit(process.exitCode ?? 0);
+}, 2_000).unref();
