@@ -70,7 +70,8 @@ export async function runBatch<T>(
     }),
   );
   // Keep the batch's order (hydrate may finish out of order), so FIFO groups run in order.
-  hydrated.sort((a, b) => messages.indexOf(a.message) - messages.indexOf(b.message));
+  const position = new Map(messages.map((m, i) => [m, i]));
+  hydrated.sort((a, b) => (position.get(a.message) ?? 0) - (position.get(b.message) ?? 0));
 
   // Handed-over locks are adopted, the rest acquired: one round trip per node each, at the same time.
   // An expired handoff falls back to a plain acquire of its key; see acquireOrAdopt for why that is safe.
@@ -114,14 +115,16 @@ export async function runBatch<T>(
     lock,
     visibility: new AbortController(),
   }));
+  const runningOf = new Map(running.map((r) => [r.message, r]));
+  const hydratedOf = new Map(hydrated.map((h) => [h.message, h]));
   deps.inFlight?.add(running);
   try {
     await Promise.all(
       groupsOf(deps.fifo, messages).map(async (group) => {
         let blocked = false;
         for (const message of group) {
-          const entry = running.find((r) => r.message === message);
-          const item = hydrated.find((h) => h.message === message);
+          const entry = runningOf.get(message);
+          const item = hydratedOf.get(message);
           if (!entry || !item) {
             // Not runnable (poison, contended, no quorum) or already done (duplicate).
             blocked ||= deps.fifo && outcomes.get(message)?.kind !== 'duplicate';
@@ -227,26 +230,35 @@ async function runHandler<T>(
 ): Promise<Outcome | undefined> {
   const { lock } = entry;
   const messageId = item.message.MessageId as string;
-  const logger = deps.logger.child({ messageId, lockKey: item.lockKey, fencingToken: lock.fencingToken });
+  // The child logger and the combined signal are made on first use: a batch of quick handlers that
+  // never log or look at the signal should not pay for them.
+  let child: Logger | undefined;
+  let signal: AbortSignal | undefined;
   const context: HandlerContext = {
     message: item.message,
     messageId,
     lockKey: item.lockKey,
     receiveCount: receiveCountOf(item.message),
-    signal: AbortSignal.any([lock.signal, entry.visibility.signal, deps.shutdown]),
     fencingToken: lock.fencingToken,
-    logger,
+    get signal(): AbortSignal {
+      signal ??= AbortSignal.any([lock.signal, entry.visibility.signal, deps.shutdown]);
+      return signal;
+    },
+    get logger(): Logger {
+      child ??= deps.logger.child({ messageId, lockKey: item.lockKey, fencingToken: lock.fencingToken });
+      return child;
+    },
   };
   const work = Promise.resolve().then(() => deps.handler.handle(item.input, context));
   const result = await settleOrShutdown(work, deps.shutdown);
   const common = { lockKey: item.lockKey, fencingToken: lock.fencingToken };
   if (result.status === 'shutdown') {
-    logger.warn('handler aborted: shutdown deadline passed; the message is made visible again');
+    context.logger.warn('handler aborted: shutdown deadline passed; the message is made visible again');
     return { kind: 'aborted', ...common };
   }
   if (!lock.isHeld) {
     const error = lock.signal.reason ?? entry.visibility.signal.reason;
-    logger.error(
+    context.logger.error(
       'lock lost while the handler ran: not deleted, not marked; the fencing token guards downstream writes',
       {
         err: serializeError(error),
@@ -256,7 +268,7 @@ async function runHandler<T>(
     return { kind: 'lock_lost', ...common, error };
   }
   if (result.status === 'error') {
-    logger.error('handler failed', {
+    context.logger.error('handler failed', {
       err: serializeError(result.error),
       receiveCount: context.receiveCount,
       ...(deps.logBodies ? { body: item.message.Body } : {}),

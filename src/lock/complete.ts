@@ -1,5 +1,6 @@
 import type { LockRef, QuorumContext } from './context.ts';
-import { broadcast, keysOf } from './context.ts';
+import { keysOf, sendUntil } from './context.ts';
+import type { NodeReply } from './node.ts';
 import { defineScript } from './script.ts';
 
 export const COMPLETE_SCRIPT = defineScript(
@@ -38,6 +39,15 @@ export async function completeBatch(
     keys: [keysOf(ctx.options.keyPrefix, lock.key).lock],
     args: [lock.value, String(lock.fencingToken)],
   }));
-  const replies = await broadcast(ctx, COMPLETE_SCRIPT, [markerTtlMs], items);
-  return locks.map((_, i) => replies.filter((r) => r.ok && r.replies[i] === 1).length >= ctx.quorum);
+  const marked = (replies: readonly (NodeReply | undefined)[], i: number): number =>
+    replies.filter((r) => r?.ok && r.replies[i] === 1).length;
+  // Decided once every lock has a quorum of markers: the slowest node is not waited for.
+  const replies = await sendUntil(
+    ctx,
+    COMPLETE_SCRIPT,
+    [markerTtlMs],
+    ctx.nodes.map(() => items),
+    (sofar) => locks.every((_, i) => marked(sofar, i) >= ctx.quorum),
+  );
+  return locks.map((_, i) => marked(replies, i) >= ctx.quorum);
 }
