@@ -39,7 +39,10 @@ export class ChargeOrderHandler extends BaseHandler<Charge> {
   }
 }
 
-/** The CLI entry: `sqs-redlock-worker run examples/orders/handler.ts` loads this default export. */
+/**
+ * The CLI entry: `sqs-redlock-worker run examples/orders/handler.ts` loads this default export.
+ * lazyConnect: importing the module (the Lambda example, tests) opens no connection before the first charge.
+ */
 export default new ChargeOrderHandler(
-  new OrdersStore(new Redis(process.env.STORE_URL ?? 'redis://localhost:6379')),
+  new OrdersStore(new Redis(process.env.STORE_URL ?? 'redis://localhost:6379', { lazyConnect: true })),
 );
