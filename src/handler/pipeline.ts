@@ -33,6 +33,13 @@ export interface PipelineDeps<T> {
   readonly shutdown: AbortSignal;
   /** Include message bodies in logs (off by default: bodies may hold personal data). */
   readonly logBodies: boolean;
+  /**
+   * Settles the messages that will not run (poison, duplicates, contended, no quorum) as soon as the
+   * batch is locked, while its handlers run: waiting for the slowest handler would let their
+   * visibility lapse and SQS deliver them again. Without it they are returned with the rest (Lambda,
+   * whose response lists every failure at once).
+   */
+  readonly settleEarly?: (outcomes: readonly MessageOutcome[]) => Promise<void>;
   /** Told how long locking the batch took (for metrics). */
   readonly onLocked?: (info: { messages: number; locked: number; durationMs: number }) => void;
   /** Told which messages are locked and running, and when they stop. */
@@ -117,6 +124,13 @@ export async function runBatch<T>(
   }));
   const runningOf = new Map(running.map((r) => [r.message, r]));
   const hydratedOf = new Map(hydrated.map((h) => [h.message, h]));
+  const settledEarly = new Set<Message>(deps.settleEarly ? outcomes.keys() : []);
+  const early =
+    settledEarly.size > 0
+      ? deps.settleEarly?.(
+          [...settledEarly].map((message) => ({ message, outcome: outcomes.get(message) as Outcome })),
+        )
+      : undefined;
   deps.inFlight?.add(running);
   try {
     await Promise.all(
@@ -178,14 +192,17 @@ export async function runBatch<T>(
       });
     });
   }
-  return messages.map((message) => ({
-    message,
-    outcome: outcomes.get(message) ?? {
-      kind: 'poison',
-      reason: 'no outcome (internal error)',
-      error: undefined,
-    },
-  }));
+  await early;
+  return messages
+    .filter((message) => !settledEarly.has(message))
+    .map((message) => ({
+      message,
+      outcome: outcomes.get(message) ?? {
+        kind: 'poison',
+        reason: 'no outcome (internal error)',
+        error: undefined,
+      },
+    }));
 }
 
 async function hydrate<T>(

@@ -39,6 +39,10 @@ export interface CliConfig {
   readonly batchSize: number;
   /** `CONCURRENCY` */
   readonly concurrency: number;
+  /** `VISIBILITY_TIMEOUT_SEC` */
+  readonly visibilityTimeoutSec: number;
+  /** `EXTEND_VISIBILITY` */
+  readonly extendVisibility: boolean;
   /** `SHUTDOWN_TIMEOUT_MS` */
   readonly shutdownTimeoutMs: number;
   /** `DLQ_URL`: a URL, `false` (`none`), or undefined (discovered from the RedrivePolicy). */
@@ -54,10 +58,12 @@ export const CLI_DEFAULTS = {
   LOCK_TTL_MS: REDLOCK_DEFAULTS.ttlMs,
   BATCH_SIZE: WORKER_DEFAULTS.batchSize,
   CONCURRENCY: WORKER_DEFAULTS.concurrency,
+  VISIBILITY_TIMEOUT_SEC: WORKER_DEFAULTS.visibilityTimeoutSec,
+  EXTEND_VISIBILITY: WORKER_DEFAULTS.extendVisibility,
   // ECS sends SIGKILL 30 s after SIGTERM by default (stopTimeout): 5 s left to release and exit.
   SHUTDOWN_TIMEOUT_MS: 25_000,
   LOG_LEVEL: 'info',
-} as const satisfies Record<string, number | LogLevel>;
+} as const satisfies Record<string, number | boolean | LogLevel>;
 
 /** Every variable the command reads, with its default and meaning, in the order of `--help`. */
 export const CLI_VARIABLES: readonly { name: string; default: string; description: string }[] = [
@@ -97,6 +103,18 @@ export const CLI_VARIABLES: readonly { name: string; default: string; descriptio
     name: 'CONCURRENCY',
     default: String(CLI_DEFAULTS.CONCURRENCY),
     description: 'Batches processed at once, one poller each (1 to 100).',
+  },
+  {
+    name: 'VISIBILITY_TIMEOUT_SEC',
+    default: String(CLI_DEFAULTS.VISIBILITY_TIMEOUT_SEC),
+    description:
+      'Visibility timeout requested on each receive, in seconds (1 to 43200). With EXTEND_VISIBILITY, the heartbeat keeps extending it while the handler runs.',
+  },
+  {
+    name: 'EXTEND_VISIBILITY',
+    default: String(CLI_DEFAULTS.EXTEND_VISIBILITY),
+    description:
+      "'true' or 'false': extend the visibility of in-flight messages on every heartbeat. 'false' lets SQS redeliver a message while it is handled; the lock still keeps the second delivery from running.",
   },
   {
     name: 'SHUTDOWN_TIMEOUT_MS',
@@ -167,6 +185,11 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     throw new ConfigError('LOG_LEVEL', env.LOG_LEVEL, `must be one of ${LOG_LEVELS.join(', ')}`);
   }
 
+  const extend = read('EXTEND_VISIBILITY')?.toLowerCase();
+  if (extend !== undefined && extend !== 'true' && extend !== 'false') {
+    throw new ConfigError('EXTEND_VISIBILITY', env.EXTEND_VISIBILITY, "must be 'true' or 'false'");
+  }
+
   const metricsPort = read('METRICS_PORT');
   return {
     queueUrl,
@@ -176,6 +199,14 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     lockTtlMs: envInteger(env, 'LOCK_TTL_MS', CLI_DEFAULTS.LOCK_TTL_MS, 2_000, 3_600_000),
     batchSize: envInteger(env, 'BATCH_SIZE', CLI_DEFAULTS.BATCH_SIZE, 1, 10),
     concurrency: envInteger(env, 'CONCURRENCY', CLI_DEFAULTS.CONCURRENCY, 1, 100),
+    visibilityTimeoutSec: envInteger(
+      env,
+      'VISIBILITY_TIMEOUT_SEC',
+      CLI_DEFAULTS.VISIBILITY_TIMEOUT_SEC,
+      1,
+      43_200,
+    ),
+    extendVisibility: extend === undefined ? CLI_DEFAULTS.EXTEND_VISIBILITY : extend === 'true',
     shutdownTimeoutMs: envInteger(env, 'SHUTDOWN_TIMEOUT_MS', CLI_DEFAULTS.SHUTDOWN_TIMEOUT_MS, 0, 3_600_000),
     deadLetterQueueUrl,
     logLevel: logLevel as LogLevel,
@@ -477,6 +508,8 @@ async function run(
       logger,
       batchSize: config.batchSize,
       concurrency: config.concurrency,
+      visibilityTimeoutSec: config.visibilityTimeoutSec,
+      extendVisibility: config.extendVisibility,
       deadLetterQueueUrl: config.deadLetterQueueUrl,
     });
     if (config.metricsPort !== undefined) {
@@ -511,6 +544,8 @@ async function run(
         lockTtlMs: config.lockTtlMs,
         batchSize: config.batchSize,
         concurrency: config.concurrency,
+        visibilityTimeoutSec: config.visibilityTimeoutSec,
+        extendVisibility: config.extendVisibility,
         shutdownTimeoutMs: config.shutdownTimeoutMs,
       });
     }

@@ -4,6 +4,7 @@ import { serializeError } from 'serialize-error';
 import { Consumer } from 'sqs-consumer';
 import type { Logger } from 'winston';
 import { ShutdownError } from '../errors.ts';
+import type { MessageOutcome } from '../handler/outcome.ts';
 import { type PipelineDeps, runBatch } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
 import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from '../options.ts';
@@ -54,6 +55,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       logBodies: o.logMessageBodies,
       inFlight: this.#heartbeat,
       onLocked: (info) => this.emit('batch_locked', info),
+      settleEarly: (outcomes) => this.#settle(outcomes),
     };
     this.#consumers = Array.from({ length: o.concurrency }, () => this.#createConsumer());
     this.#settler = {
@@ -180,9 +182,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
 
   async #processBatch(messages: Message[]): Promise<void> {
     try {
-      const outcomes = await runBatch(this.#pipeline, messages);
-      const { quorumLost } = await settleOutcomes(this.#settler, outcomes);
-      if (quorumLost) this.#pauseForQuorum();
+      await this.#settle(await runBatch(this.#pipeline, messages));
     } catch (error) {
       // Nothing was deleted: the messages come back after their visibility timeout.
       this.#logger.error('batch failed', {
@@ -190,6 +190,12 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         messageIds: messages.map((m) => m.MessageId),
       });
     }
+  }
+
+  async #settle(outcomes: readonly MessageOutcome[]): Promise<void> {
+    if (outcomes.length === 0) return;
+    const { quorumLost } = await settleOutcomes(this.#settler, outcomes);
+    if (quorumLost) this.#pauseForQuorum();
   }
 
   /** Stops polling until the quorum answers again, so receive counts are not burnt while Redis is down. */

@@ -3,7 +3,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { POISON_ATTRIBUTES } from '../../src/index.ts';
 import { jobs, LedgerHandler } from '../helpers/handlers.ts';
 import { Ledger } from '../helpers/ledger.ts';
-import { eventually } from '../helpers/lock.ts';
+import { eventually, sleep } from '../helpers/lock.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 import { drainQueue, sendMessages, useSqs } from '../helpers/sqs.ts';
 import { type RecordedEvents, workerFactory } from '../helpers/worker.ts';
@@ -92,6 +92,26 @@ describe('Worker', () => {
     expect(handler.order).toHaveLength(6); // never ran on poison
     expect(await ledger.report(good.map((j) => j.id))).toMatchObject({ applied: 6, appliedTwice: 0 });
     expect(events.poison_message?.every((e) => e.deadLettered)).toBe(true);
+  });
+
+  it('settles poison at once, not after the slowest handler of its batch: it is dead-lettered once', async () => {
+    const { queueUrl, queueName, dlqUrl } = env.createQueue('poison-slow', {
+      maxReceiveCount: 5,
+      visibilityTimeoutSec: 1,
+    });
+    const ledger = new Ledger(ledgerClient, 'poison-slow');
+    // Two workers: if the poison waited for the 2.5 s job, its 1 s visibility would lapse and the
+    // other worker would dead-letter a second copy.
+    for (let i = 0; i < 2; i++)
+      await startWorker(new LedgerHandler(ledger), queueUrl, { visibilityTimeoutSec: 1 });
+    const [slow] = jobs(1, 'slow', { workMs: 2_500 });
+    await sendMessages(env.sqs, queueUrl, [slow as { body: string }, { body: 'not json' }]);
+
+    await eventually(async () => (await ledger.report(['slow-0'])).applied === 1, 15_000);
+    await eventually(async () => env.counts(queueName).total === 0, 15_000);
+    await sleep(1_500); // time for a redelivered copy to show up, if there were one
+    const dead = await drainQueue(env.sqs, dlqUrl as string);
+    expect(dead.map((m) => m.Body)).toEqual(['not json']);
   });
 
   it('retries a failing handler with growing visibility, then the queue redrives it to the DLQ', async () => {

@@ -43,6 +43,8 @@ describe('parseConfig', () => {
       lockTtlMs: 30_000,
       batchSize: 10,
       concurrency: 1,
+      visibilityTimeoutSec: 30,
+      extendVisibility: true,
       shutdownTimeoutMs: 25_000,
       deadLetterQueueUrl: undefined,
       logLevel: 'info',
@@ -58,6 +60,8 @@ describe('parseConfig', () => {
         LOCK_TTL_MS: '5000',
         BATCH_SIZE: '5',
         CONCURRENCY: '4',
+        VISIBILITY_TIMEOUT_SEC: '120',
+        EXTEND_VISIBILITY: 'false',
         SHUTDOWN_TIMEOUT_MS: '20000',
         DLQ_URL: 'https://sqs.eu-west-1.amazonaws.com/1/jobs-dlq',
         LOG_LEVEL: 'debug',
@@ -71,6 +75,8 @@ describe('parseConfig', () => {
       lockTtlMs: 5_000,
       batchSize: 5,
       concurrency: 4,
+      visibilityTimeoutSec: 120,
+      extendVisibility: false,
       shutdownTimeoutMs: 20_000,
       deadLetterQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/1/jobs-dlq',
       logLevel: 'debug',
@@ -79,8 +85,22 @@ describe('parseConfig', () => {
   });
 
   it('treats blank values as unset and trims values', () => {
-    const config = configWith({ BATCH_SIZE: '  ', LOG_LEVEL: '', METRICS_PORT: ' ', CONCURRENCY: ' 3 ' });
-    expect(config).toMatchObject({ batchSize: 10, logLevel: 'info', metricsPort: undefined, concurrency: 3 });
+    const config = configWith({
+      BATCH_SIZE: '  ',
+      LOG_LEVEL: '',
+      METRICS_PORT: ' ',
+      CONCURRENCY: ' 3 ',
+      VISIBILITY_TIMEOUT_SEC: ' ',
+      EXTEND_VISIBILITY: '',
+    });
+    expect(config).toMatchObject({
+      batchSize: 10,
+      logLevel: 'info',
+      metricsPort: undefined,
+      concurrency: 3,
+      visibilityTimeoutSec: 30,
+      extendVisibility: true,
+    });
   });
 
   describe('SQS_QUEUE_URL', () => {
@@ -186,6 +206,7 @@ describe('parseConfig', () => {
     ['LOCK_TTL_MS', 2_000, 3_600_000, 'lockTtlMs'],
     ['BATCH_SIZE', 1, 10, 'batchSize'],
     ['CONCURRENCY', 1, 100, 'concurrency'],
+    ['VISIBILITY_TIMEOUT_SEC', 1, 43_200, 'visibilityTimeoutSec'],
     ['SHUTDOWN_TIMEOUT_MS', 0, 3_600_000, 'shutdownTimeoutMs'],
     ['METRICS_PORT', 0, 65_535, 'metricsPort'],
   ] as const)('%s', (name, min, max, field) => {
@@ -213,6 +234,24 @@ describe('parseConfig', () => {
     expect(errorFor({ BATCH_SIZE: 'abc' }).message).toBe(
       'BATCH_SIZE must be an integer between 1 and 10. Received: "abc"',
     );
+  });
+
+  describe('EXTEND_VISIBILITY', () => {
+    it("is 'true' or 'false', case-insensitive and trimmed", () => {
+      expect(configWith({ EXTEND_VISIBILITY: 'true' }).extendVisibility).toBe(true);
+      expect(configWith({ EXTEND_VISIBILITY: 'false' }).extendVisibility).toBe(false);
+      expect(configWith({ EXTEND_VISIBILITY: ' FALSE ' }).extendVisibility).toBe(false);
+      expect(configWith({ EXTEND_VISIBILITY: 'True' }).extendVisibility).toBe(true);
+    });
+
+    it.each(['yes', '0', '1', 'off', 'truee'])('rejects %j, naming the variable and the value', (value) => {
+      const error = errorFor({ EXTEND_VISIBILITY: value });
+      expect(error.option).toBe('EXTEND_VISIBILITY');
+      expect(error.value).toBe(value);
+      expect(error.message).toBe(
+        `EXTEND_VISIBILITY must be 'true' or 'false'. Received: ${JSON.stringify(value)}`,
+      );
+    });
   });
 
   describe('DLQ_URL', () => {
@@ -261,6 +300,8 @@ describe('helpText', () => {
       'LOCK_TTL_MS',
       'BATCH_SIZE',
       'CONCURRENCY',
+      'VISIBILITY_TIMEOUT_SEC',
+      'EXTEND_VISIBILITY',
       'SHUTDOWN_TIMEOUT_MS',
       'DLQ_URL',
       'LOG_LEVEL',
