@@ -2,6 +2,7 @@ import type { LockRef, QuorumContext } from './context.ts';
 import { keysOf, sendUntil } from './context.ts';
 import { type FenceRaise, raiseFences } from './fence.ts';
 import { validityMs } from './quorum.ts';
+import type { LockRefusal } from './redlock.ts';
 import { rollback } from './release.ts';
 import { defineScript } from './script.ts';
 
@@ -186,4 +187,34 @@ function decide(
   }
   const deadline = decidedAt + validity;
   return { kind: 'granted', key, value: request.value, fencingToken: token, startedAt, deadline };
+}
+
+/** The refusal a caller sees for a verdict that did not grant the lock. */
+export function toRefusal(verdict: Exclude<AcquireVerdict, { kind: 'granted' }>): LockRefusal {
+  switch (verdict.kind) {
+    case 'held':
+      return {
+        key: verdict.key,
+        reason: 'held',
+        retryAfterMs: verdict.retryAfterMs,
+        failedNodes: [],
+        detail: 'held by another owner',
+      };
+    case 'done':
+      return {
+        key: verdict.key,
+        reason: 'done',
+        retryAfterMs: 0,
+        failedNodes: [],
+        detail: 'completion marker found',
+      };
+    case 'quorum':
+      return {
+        key: verdict.key,
+        reason: 'quorum',
+        retryAfterMs: 0,
+        failedNodes: verdict.failedNodes,
+        detail: verdict.detail,
+      };
+  }
 }

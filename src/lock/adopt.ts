@@ -7,7 +7,7 @@ import {
   QuorumUnavailableError,
 } from '../errors.ts';
 import { checkTtl } from '../options.ts';
-import { type AcquireVerdict, acquireBatch } from './acquire.ts';
+import { type AcquireVerdict, acquireBatch, toRefusal } from './acquire.ts';
 import type { LockRef, QuorumContext } from './context.ts';
 import { keysOf, sendUntil } from './context.ts';
 import { Lock } from './lock.ts';
@@ -91,24 +91,10 @@ export interface AdoptRefusal extends Omit<LockRefusal, 'reason'> {
 
 export type AdoptResult = Lock | AdoptRefusal;
 
+/** What one adoption attempt decided: the verdicts of an acquire, plus 'expired' (nobody holds the key). */
 export type AdoptVerdict =
-  | {
-      readonly kind: 'granted';
-      readonly key: string;
-      readonly value: string;
-      readonly fencingToken: number;
-      readonly startedAt: number;
-      readonly deadline: number;
-    }
-  | { readonly kind: 'held'; readonly key: string; readonly retryAfterMs: number }
-  | { readonly kind: 'done'; readonly key: string }
-  | { readonly kind: 'expired'; readonly key: string; readonly detail: string }
-  | {
-      readonly kind: 'quorum';
-      readonly key: string;
-      readonly failedNodes: readonly string[];
-      readonly detail: string;
-    };
+  | AcquireVerdict
+  | { readonly kind: 'expired'; readonly key: string; readonly detail: string };
 
 /** One handoff to adopt, with the adopter's fresh owner value. */
 export interface AdoptRequest extends LockHandoff {
@@ -257,29 +243,10 @@ function decide(
 }
 
 export function toAdoptRefusal(verdict: Exclude<AdoptVerdict, { kind: 'granted' }>): AdoptRefusal {
-  const none = { retryAfterMs: 0, failedNodes: [] as string[] };
-  switch (verdict.kind) {
-    case 'held':
-      return {
-        key: verdict.key,
-        reason: 'held',
-        retryAfterMs: verdict.retryAfterMs,
-        failedNodes: [],
-        detail: 'held by another owner',
-      };
-    case 'done':
-      return { key: verdict.key, reason: 'done', ...none, detail: 'completion marker found' };
-    case 'expired':
-      return { key: verdict.key, reason: 'expired', ...none, detail: verdict.detail };
-    case 'quorum':
-      return {
-        key: verdict.key,
-        reason: 'quorum',
-        retryAfterMs: 0,
-        failedNodes: verdict.failedNodes,
-        detail: verdict.detail,
-      };
+  if (verdict.kind === 'expired') {
+    return { key: verdict.key, reason: 'expired', retryAfterMs: 0, failedNodes: [], detail: verdict.detail };
   }
+  return toRefusal(verdict);
 }
 
 /** The error `Redlock.adopt` throws for a refusal ('expired': a LockLostError with reason 'expired'). */

@@ -16,7 +16,7 @@ import {
   type ResolvedRedlockOptions,
   resolveRedlockOptions,
 } from '../options.ts';
-import { type AcquireVerdict, acquireBatch } from './acquire.ts';
+import { type AcquireVerdict, acquireBatch, toRefusal } from './acquire.ts';
 import {
   type AdoptOptions,
   type AdoptResult,
@@ -357,35 +357,6 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     } else {
       lock.retryExtensionAt(endedAt + Math.max(10, lock.ttlMs / 10));
     }
-  }
-}
-
-function toRefusal(verdict: Exclude<AcquireVerdict, { kind: 'granted' }>): LockRefusal {
-  switch (verdict.kind) {
-    case 'held':
-      return {
-        key: verdict.key,
-        reason: 'held',
-        retryAfterMs: verdict.retryAfterMs,
-        failedNodes: [],
-        detail: 'held by another owner',
-      };
-    case 'done':
-      return {
-        key: verdict.key,
-        reason: 'done',
-        retryAfterMs: 0,
-        failedNodes: [],
-        detail: 'completion marker found',
-      };
-    case 'quorum':
-      return {
-        key: verdict.key,
-        reason: 'quorum',
-        retryAfterMs: 0,
-        failedNodes: verdict.failedNodes,
-        detail: verdict.detail,
-      };
   }
 }
 
