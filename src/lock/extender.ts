@@ -90,7 +90,11 @@ export class LockExtender {
         this.#locks.delete(lock);
       }
     }
-    const due = [...this.#locks].filter((lock) => lock.autoExtend && lock.nextExtendAt <= now);
+    // Locks due within the next sixth of their TTL ride along: renewed together, they stay together, so
+    // locks taken at different moments merge into one batch instead of each keeping its own tick.
+    const due = [...this.#locks].filter(
+      (lock) => lock.autoExtend && lock.nextExtendAt <= now + lock.ttlMs / 6,
+    );
     if (due.length > 0 && !this.#extending) {
       this.#extending = true;
       // The extend callback never rejects; the catch is a last guard so no rejection escapes a timer.

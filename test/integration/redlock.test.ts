@@ -112,6 +112,21 @@ describe('Redlock on 3 healthy nodes', () => {
     await redlock.releaseMany(locks);
   });
 
+  it('merges locks taken at different moments into one renewal batch, not one tick each', async () => {
+    // 20 acquisitions spread over 200 ms: renewing only the locks already due would keep 20 ticks a period.
+    const locks: Lock[] = [];
+    for (let i = 0; i < 20; i++) {
+      locks.push(await redlock.acquire(`spread:${i}`, { ttlMs: 600 }));
+      await sleep(10);
+    }
+    await Promise.all(redis.nodes.map((n) => n.resetStats()));
+    await sleep(1_300); // about 6 periods of ttl/3
+    const calls = await scriptCalls(redis);
+    expect(locks.every((l) => l.isHeld)).toBe(true);
+    for (const c of calls) expect(c).toBeLessThanOrEqual(15);
+    await redlock.releaseMany(locks);
+  });
+
   it('keeps the lock only as long as its ttl when autoExtend is off, and signals the loss', async () => {
     const lock: Lock = await redlock.acquire('noext', { ttlMs: 400, autoExtend: false });
     const reason = await new Promise<unknown>((resolve) =>
