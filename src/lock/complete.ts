@@ -47,7 +47,8 @@ export async function completeBatch(
     COMPLETE_SCRIPT,
     [markerTtlMs],
     ctx.nodes.map(() => items),
-    (sofar) => locks.every((_, i) => marked(sofar, i) >= ctx.quorum),
+    // Over items, not locks: a call left queued on a hung node must not keep Lock objects alive.
+    (sofar) => items.every((_, i) => marked(sofar, i) >= ctx.quorum),
   );
   return locks.map((_, i) => marked(replies, i) >= ctx.quorum);
 }
