@@ -266,6 +266,13 @@ async function runHandler<T>(
       return child;
     },
   };
+  if (!lock.isHeld) {
+    // Validity ran out before the handler could start (a long event-loop stall or process pause
+    // between locking and running): its loss may not be signalled yet, so check the clock itself.
+    const error = lock.signal.reason ?? new Error('lock validity ran out before the handler started');
+    context.logger.warn('lock lost before the handler started: not run', { fencingToken: lock.fencingToken });
+    return { kind: 'lock_lost', lockKey: item.lockKey, fencingToken: lock.fencingToken, error };
+  }
   const work = Promise.resolve().then(() => deps.handler.handle(item.input, context));
   const result = await settleOrShutdown(work, deps.shutdown);
   const common = { lockKey: item.lockKey, fencingToken: lock.fencingToken };

@@ -196,6 +196,22 @@ describe('FIFO order per group, including after a failure in the group', () => {
       return results.map((r) => (isLock(r) ? 'acquired' : r.reason));
     }
 
+    it('never starts a handler on a lock whose validity ran out before its turn (an event-loop stall)', async () => {
+      const ledger = new Ledger(ledgerClient, 'stall');
+      const handler = new LedgerHandler(ledger);
+      const short = redlockOver(redis, { ttlMs: 300, commandTimeoutMs: 50 }).redlock;
+      const batch = [message({ id: 's-0' }, 'S'), message({ id: 't-0' }, 'T')];
+      const stall = (): void => {
+        // A GC pause or a frozen process right after the batch was locked: no timer runs meanwhile.
+        const until = performance.now() + 400;
+        while (performance.now() < until) {}
+      };
+      const outcomes = await runBatch({ ...deps(handler), redlock: short, onLocked: stall }, batch);
+      expect(outcomes.map((o) => o.outcome.kind)).toEqual(['lock_lost', 'lock_lost']);
+      expect(handler.order).toEqual([]); // neither handler was started on its expired lock
+      await short.quit();
+    });
+
     it('a failure stops the rest of its group (skipped, fifo_order, locks released); other groups run on', async () => {
       const ledger = new Ledger(ledgerClient, 'fifo-batch');
       const handler = new LedgerHandler(ledger);
