@@ -116,7 +116,7 @@ export async function runBatch<T>(
     }
   });
 
-  const succeeded: { message: Message; lock: Lock; durationMs: number }[] = [];
+  const succeeded: { message: Message; lock: Lock; durationMs: number; late: boolean }[] = [];
   const running: InFlightMessage[] = locked.map(({ item, lock }) => ({
     message: item.message,
     lock,
@@ -153,8 +153,10 @@ export async function runBatch<T>(
           }
           const started = performance.now();
           const outcome = await runHandler(deps, item, entry);
-          if (outcome) outcomes.set(message, outcome);
-          else succeeded.push({ message, lock: entry.lock, durationMs: performance.now() - started });
+          const durationMs = performance.now() - started;
+          if (outcome === undefined || outcome === LATE) {
+            succeeded.push({ message, lock: entry.lock, durationMs, late: outcome === LATE });
+          } else outcomes.set(message, outcome);
           blocked = deps.fifo && outcome !== undefined;
         }
       }),
@@ -166,21 +168,36 @@ export async function runBatch<T>(
     const [marked] = await Promise.all([
       deps.redlock.completeMany(
         succeeded.map((s) => s.lock),
-        deps.completionTtlMs === undefined ? {} : { ttlMs: deps.completionTtlMs },
+        {
+          claimExpired: true,
+          ...(deps.completionTtlMs === undefined ? {} : { ttlMs: deps.completionTtlMs }),
+        },
       ),
       deps.redlock.releaseMany(running.map((r) => r.lock).filter((lock) => !successLocks.has(lock))),
     ]);
     succeeded.forEach((s, i) => {
       const { key: lockKey, fencingToken } = s.lock;
       const ok = marked[i] === true;
+      const log = { messageId: s.message.MessageId, lockKey, fencingToken };
+      if (s.late && !ok) {
+        // Someone may have been granted the key after our validity ended: our success cannot count.
+        const error = s.lock.signal.reason ?? new Error('lock validity ran out before the work was complete');
+        deps.logger.error(
+          'lock lost while the handler ran: not deleted, not marked; the fencing token guards downstream writes',
+          { ...log, err: serializeError(error), handlerSucceeded: true },
+        );
+        outcomes.set(s.message, { kind: 'lock_lost', lockKey, fencingToken, error });
+        return;
+      }
+      if (s.late)
+        deps.logger.warn(
+          'lock validity ran out while the handler ran, but no one claimed the key: completed',
+          log,
+        );
       if (!ok) {
         deps.logger.warn(
           'completion marker not written (no quorum); the message is deleted, but a later duplicate delivery would run again',
-          {
-            messageId: s.message.MessageId,
-            lockKey,
-            fencingToken,
-          },
+          log,
         );
       }
       outcomes.set(s.message, {
@@ -239,12 +256,15 @@ async function hydrate<T>(
   return { input, lockKey };
 }
 
-/** Runs the handler; undefined on success, otherwise the outcome. */
+/** The handler succeeded after its lock's validity ran out: completed only if no one claimed the key since. */
+const LATE = 'late';
+
+/** Runs the handler; undefined on success (LATE: success on an expired lock), otherwise the outcome. */
 async function runHandler<T>(
   deps: PipelineDeps<T>,
   item: Hydrated<T>,
   entry: InFlightMessage,
-): Promise<Outcome | undefined> {
+): Promise<Outcome | typeof LATE | undefined> {
   const { lock } = entry;
   const messageId = item.message.MessageId as string;
   // The child logger and the combined signal are made on first use: a batch of quick handlers that
@@ -279,6 +299,11 @@ async function runHandler<T>(
   if (result.status === 'shutdown') {
     context.logger.warn('handler aborted: shutdown deadline passed; the message is made visible again');
     return { kind: 'aborted', ...common };
+  }
+  if (!lock.isHeld && result.status === 'ok' && lock.expiredUnclaimed) {
+    // The work succeeded but validity ran out meanwhile (an event-loop stall, Redis unreachable): it
+    // counts if no one was granted the key since; completion checks that on a quorum.
+    return LATE;
   }
   if (!lock.isHeld) {
     const error = lock.signal.reason ?? entry.visibility.signal.reason;

@@ -90,6 +90,18 @@ export class Lock {
 
   // ---- engine side ----
 
+  /**
+   * @internal its validity ran out (or it was declared lost for that reason), as opposed to a majority
+   * answering "not owner": it may still be unclaimed by anyone else
+   */
+  get expiredUnclaimed(): boolean {
+    if (this.#state === 'held') return this.#engine.now() >= this.#deadline;
+    return (
+      this.#state === 'lost' &&
+      (this.#controller.signal.reason as LockLostError | undefined)?.reason === 'expired'
+    );
+  }
+
   /** @internal */
   get deadline(): number {
     return this.#deadline;

@@ -263,23 +263,39 @@ export class Redlock extends EventEmitter<RedlockEvents> {
    * lock, whether a quorum did so while the lock was held; a lock that is no longer held is not marked.
    * A lock whose marker did not reach a quorum is released best-effort. Never throws.
    */
-  async completeMany(locks: readonly Lock[], options: { ttlMs?: number } = {}): Promise<boolean[]> {
+  async completeMany(
+    locks: readonly Lock[],
+    options: { ttlMs?: number; claimExpired?: boolean } = {},
+  ): Promise<boolean[]> {
     const markerTtl = integer('ttlMs', options.ttlMs ?? this.options.completionTtlMs, { min: 1 });
     const held = locks.filter((lock) => lock.isHeld);
+    // With claimExpired, a lock whose validity merely ran out (not taken by a majority saying "not
+    // owner") is marked too where no one has been granted its key since; see COMPLETE_SCRIPT.
+    const late = options.claimExpired ? locks.filter((lock) => !lock.isHeld && lock.expiredUnclaimed) : [];
+    const candidates = [...held, ...late];
     for (const lock of locks) this.#extender.untrack(lock);
     // Ended before the round trip: an extension answering meanwhile ("not owner": the marker took the
     // lock's place) must not be taken for a lost lock. Per-connection ordering already prevents that on
     // plain nodes; a Cluster node answers different slots over different connections.
     for (const lock of held) lock.markEnded('completed');
-    const done = await completeBatch(this.#ctx, held, markerTtl);
-    const ok = new Map(held.map((lock, i) => [lock, done[i] === true]));
+    const done = await completeBatch(
+      this.#ctx,
+      candidates.map((lock, i) => ({
+        key: lock.key,
+        value: lock.value,
+        fencingToken: lock.fencingToken,
+        late: i >= held.length,
+      })),
+      markerTtl,
+    );
+    const ok = new Map(candidates.map((lock, i) => [lock, done[i] === true]));
     // No marker on a quorum is not a lost lock: the work may well have run under it. The caller decides.
     for (const lock of locks) {
       if (ok.get(lock)) continue;
       lock.markEnded('released');
       lock.completionFailed();
     }
-    // Locks that were not held (or failed) are released best-effort so they do not linger.
+    // Locks that were not marked are released best-effort so they do not linger.
     const rest = locks.filter((lock) => !ok.get(lock));
     if (rest.length > 0) await releaseBatch(this.#ctx, rest);
     return locks.map((lock) => ok.get(lock) === true);

@@ -14,7 +14,7 @@ import {
 } from '../../src/index.ts';
 import { type Job, LedgerHandler } from '../helpers/handlers.ts';
 import { Ledger } from '../helpers/ledger.ts';
-import { eventually, redlockOver, silentLogger } from '../helpers/lock.ts';
+import { eventually, redlockOver, silentLogger, sleep } from '../helpers/lock.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 import { sendMessages, useSqs } from '../helpers/sqs.ts';
 
@@ -195,6 +195,45 @@ describe('FIFO order per group, including after a failure in the group', () => {
       await by.releaseMany(locks);
       return results.map((r) => (isLock(r) ? 'acquired' : r.reason));
     }
+
+    describe('a handler that succeeds after its lock expired', () => {
+      /** Works 600 ms on a 300 ms lock that is not extended, ignoring its signal; `meanwhile` runs at 400 ms. */
+      class Overrunning extends LedgerHandler {
+        meanwhile: () => Promise<void> = async () => undefined;
+        override async handle(job: Job, ctx: HandlerContext): Promise<void> {
+          this.order.push(job.id);
+          await sleep(400);
+          await this.meanwhile();
+          await sleep(200);
+          await this.ledger.apply(job.id, ctx.fencingToken);
+        }
+      }
+
+      it('is completed when no one claimed the key since (the fencing counter still holds its token)', async () => {
+        const handler = new Overrunning(new Ledger(ledgerClient, 'late-ok'));
+        const short = redlockOver(redis, { ttlMs: 300, commandTimeoutMs: 50 }).redlock;
+        const m = message({ id: 'late-0' }, 'L');
+        const outcomes = await runBatch({ ...deps(handler), redlock: short, autoExtendLocks: false }, [m]);
+        expect(outcomeOf(outcomes, m)).toMatchObject({ kind: 'processed', marked: true });
+        expect(await probe(other, [m.MessageId as string])).toEqual(['done']);
+        await short.quit();
+      });
+
+      it('is not completed when someone else was granted the key meanwhile', async () => {
+        const handler = new Overrunning(new Ledger(ledgerClient, 'late-taken'));
+        const short = redlockOver(redis, { ttlMs: 300, commandTimeoutMs: 50 }).redlock;
+        const m = message({ id: 'late-1' }, 'L');
+        let taken: Lock | undefined;
+        handler.meanwhile = async () => {
+          taken = await other.acquire(m.MessageId as string, { retryCount: 0, autoExtend: false });
+        };
+        const outcomes = await runBatch({ ...deps(handler), redlock: short, autoExtendLocks: false }, [m]);
+        expect(outcomeOf(outcomes, m)).toMatchObject({ kind: 'lock_lost' });
+        expect(taken?.isHeld).toBe(true); // the other owner's lock was not touched
+        await taken?.release();
+        await short.quit();
+      });
+    });
 
     it('never starts a handler on a lock whose validity ran out before its turn (an event-loop stall)', async () => {
       const ledger = new Ledger(ledgerClient, 'stall');
