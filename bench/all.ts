@@ -57,15 +57,37 @@
  */
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Message } from '@aws-sdk/client-sqs';
 import { Redlock as SesameRedlock } from '@sesamecare-oss/redlock';
 import type { Redis } from 'ioredis';
 import { RedlockMutex } from 'redis-semaphore';
-import { Consumer } from 'sqs-consumer';
-import { BaseHandler, createLogger, isLock, type Lock, Redlock, Worker } from '../src/index.ts';
+import { BaseHandler, isLock, type Lock, Redlock, Worker } from '../src/index.ts';
 import { type RedisNode, type RedisNodes, startRedisNodes } from '../test/helpers/redis-nodes.ts';
 import { type SqsEnv, startSqs } from '../test/helpers/sqs.ts';
+import {
+  commandsByName,
+  fillQueue,
+  type MeasuredRun,
+  type PollSettings,
+  Probe,
+  probeFigures,
+  type RowFigures,
+  type Running,
+  rate,
+  redisCpuUs,
+  resetNodes,
+  roundRatios,
+  rowFigures,
+  runJson,
+  runProgress,
+  SentCounter,
+  silentLogger,
+  startConsumers,
+  startWorker,
+  underRedlockMutex,
+  untilSettled,
+  work,
+} from './rows.ts';
 import {
   addCounts,
   type Environment,
@@ -73,12 +95,14 @@ import {
   environmentHeader,
   fmt,
   fmtRatio,
-  type LatencySummary,
   markdownTable,
+  printResult,
   progress,
   redisVersionOf,
   relativeSpread,
   rotate,
+  runMain,
+  sleep,
   summarize,
   totalCalls,
   wantsJson,
@@ -198,109 +222,7 @@ const ENGINE_LABELS: Record<EngineId, string> = {
 };
 
 // ---------------------------------------------------------------------------
-// The work and the message bodies (as in bench/worker.ts)
-
-function bodyOf(i: number): string {
-  return JSON.stringify({
-    orderId: `order-${i}`,
-    customerId: `customer-${i % 97}`,
-    amountCents: 1_000 + i,
-    currency: 'EUR',
-    items: [
-      { sku: `sku-${i % 13}`, quantity: 1 + (i % 3) },
-      { sku: `sku-${i % 7}`, quantity: 1 },
-    ],
-    createdAt: '2024-01-01T00:00:00.000Z',
-  });
-}
-
-/** The trivial per-message work of every row: parse, then give the event loop one turn. */
-async function work(body: string | undefined): Promise<void> {
-  JSON.parse(body ?? 'null');
-  await yieldToLoop();
-}
-
-// ---------------------------------------------------------------------------
-// Observation helpers
-
-/** Receive / delete times of one run; resolves `done` once every message is deleted (or failed). */
-class Probe {
-  readonly expected: number;
-  readonly received = new Map<string, number>();
-  readonly deleted = new Set<string>();
-  readonly latenciesMs: number[] = [];
-  firstReceive = Number.NaN;
-  lastDelete = Number.NaN;
-  errors = 0;
-  firstError: string | undefined;
-  readonly done: Promise<void>;
-  #resolve: () => void = () => undefined;
-
-  constructor(expected: number) {
-    this.expected = expected;
-    this.done = new Promise((resolve) => {
-      this.#resolve = resolve;
-    });
-  }
-
-  onReceive(messageId: string | undefined): void {
-    const now = performance.now();
-    if (Number.isNaN(this.firstReceive)) this.firstReceive = now;
-    if (messageId !== undefined && !this.received.has(messageId)) this.received.set(messageId, now);
-  }
-
-  onDeleted(messageId: string | undefined): void {
-    const now = performance.now();
-    if (messageId === undefined || this.deleted.has(messageId)) {
-      this.onError(`message ${messageId} deleted twice`);
-      return;
-    }
-    this.deleted.add(messageId);
-    this.lastDelete = now;
-    const receivedAt = this.received.get(messageId);
-    if (receivedAt !== undefined) this.latenciesMs.push(now - receivedAt);
-    this.#check();
-  }
-
-  onError(error: unknown): void {
-    this.errors++;
-    this.firstError ??= error instanceof Error ? error.message : String(error);
-    this.#check();
-  }
-
-  #check(): void {
-    if (this.deleted.size + this.errors >= this.expected) this.#resolve();
-  }
-}
-
-/** Counts the commands ioredis clients send (their round trips: nothing here pipelines), per client. */
-class SentCounter {
-  readonly #perClient: number[] = [];
-
-  /** Counts `clients`; index i of {@link perClient} is `clients[i]`. */
-  constructor(clients: readonly Redis[]) {
-    clients.forEach((client, i) => {
-      this.#perClient[i] = 0;
-      const send = client.sendCommand.bind(client);
-      client.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
-        this.#perClient[i] = (this.#perClient[i] ?? 0) + 1;
-        return send(...args);
-      }) as Redis['sendCommand'];
-    });
-  }
-
-  get perClient(): number[] {
-    return [...this.#perClient];
-  }
-
-  get total(): number {
-    return this.#perClient.reduce((a, b) => a + b, 0);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+// Observation helpers (the probe, the work and the Redis counters: bench/rows.ts)
 
 async function until(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = performance.now() + timeoutMs;
@@ -327,135 +249,39 @@ interface Fixture {
   readonly statsClients: Redis[];
 }
 
-interface Running {
-  stop(): Promise<void>;
-}
-
 type Start = (f: Fixture, scenario: Scenario, queueUrl: string, probe: Probe) => Promise<Running>;
 
-/** POLLERS sqs-consumer pollers; each message goes through `perMessage`, and what resolves is deleted. */
-function startConsumers(
-  f: Fixture,
-  queueUrl: string,
-  probe: Probe,
-  perMessage: (message: Message) => Promise<void>,
-): Running {
-  let stopping = false;
-  const consumers = Array.from({ length: POLLERS }, () => {
-    const consumer = Consumer.create({
-      queueUrl,
-      sqs: f.sqsEnv.sqs,
-      batchSize: BATCH,
-      waitTimeSeconds: WAIT_TIME_SECONDS,
-      visibilityTimeout: VISIBILITY_TIMEOUT_SEC,
-      // What the Worker asks for, so every row receives the same payload.
-      messageSystemAttributeNames: ['ApproximateReceiveCount', 'MessageGroupId'],
-      messageAttributeNames: ['All'],
-      handleMessageBatch: async (messages) => {
-        for (const message of messages) probe.onReceive(message.MessageId);
-        const settled = await Promise.allSettled(messages.map(perMessage));
-        const acked: Message[] = [];
-        settled.forEach((result, i) => {
-          if (result.status === 'fulfilled') acked.push(messages[i] as Message);
-          else probe.onError(result.reason);
-        });
-        return acked;
-      },
-    });
-    consumer.on('message_processed', (message) => probe.onDeleted(message.MessageId));
-    consumer.on('error', (error) => {
-      // stop({ abort: true }) aborts the idle long poll on purpose.
-      if (!stopping) probe.onError(error);
-    });
-    consumer.start();
-    return consumer;
-  });
+/** What every row polls with: POLLERS pollers, BATCH, WAIT_TIME_SECONDS, VISIBILITY_TIMEOUT_SEC. */
+function polling(f: Fixture): PollSettings {
   return {
-    async stop() {
-      stopping = true;
-      for (const consumer of consumers) consumer.stop({ abort: true });
-      const deadline = performance.now() + 5_000;
-      while (consumers.some((c) => c.status.isPolling) && performance.now() < deadline) await sleep(5);
-    },
+    sqs: f.sqsEnv.sqs,
+    pollers: POLLERS,
+    batchSize: BATCH,
+    waitTimeSeconds: WAIT_TIME_SECONDS,
+    visibilityTimeoutSec: VISIBILITY_TIMEOUT_SEC,
   };
 }
 
 const startNoLock: Start = async (f, _scenario, queueUrl, probe) =>
-  startConsumers(f, queueUrl, probe, (message) => work(message.Body));
+  startConsumers(polling(f), queueUrl, probe, (message) => work(message.Body));
 
-const startSemaphore: Start = async (f, scenario, queueUrl, probe) => {
-  const clients = f.semaphoreClients.slice(0, scenario.nodes);
-  return startConsumers(f, queueUrl, probe, async (message) => {
-    const mutex = new RedlockMutex(clients, message.MessageId as string, {
-      lockTimeout: LOCK_TTL_MS,
-      acquireAttemptsLimit: 1,
-    });
-    await mutex.acquire();
-    try {
-      await work(message.Body);
-    } finally {
-      await mutex.release();
-    }
-  });
-};
+const startSemaphore: Start = async (f, scenario, queueUrl, probe) =>
+  startConsumers(
+    polling(f),
+    queueUrl,
+    probe,
+    underRedlockMutex(f.semaphoreClients.slice(0, scenario.nodes), LOCK_TTL_MS),
+  );
 
 const startSesame: Start = async (f, scenario, queueUrl, probe) => {
   const sesame = f.sesame[scenario.nodes];
-  return startConsumers(f, queueUrl, probe, (message) =>
+  return startConsumers(polling(f), queueUrl, probe, (message) =>
     sesame.using([message.MessageId as string], LOCK_TTL_MS, () => work(message.Body)),
   );
 };
 
-class BenchHandler extends BaseHandler<unknown> {
-  readonly #probe: Probe;
-
-  constructor(probe: Probe) {
-    super();
-    this.#probe = probe;
-  }
-
-  hydrate(message: Message): unknown {
-    this.#probe.onReceive(message.MessageId);
-    return JSON.parse(message.Body ?? 'null');
-  }
-
-  async handle(): Promise<void> {
-    await yieldToLoop();
-  }
-}
-
-const silentLogger = createLogger({ silent: true });
-
-const startOurs: Start = async (f, scenario, queueUrl, probe) => {
-  const worker = new Worker<unknown>({
-    queueUrl,
-    sqs: f.sqsEnv.sqs,
-    redlock: f.ours[scenario.nodes],
-    handler: new BenchHandler(probe),
-    batchSize: BATCH,
-    concurrency: POLLERS,
-    waitTimeSeconds: WAIT_TIME_SECONDS,
-    visibilityTimeoutSec: VISIBILITY_TIMEOUT_SEC,
-    deadLetterQueueUrl: false,
-    logger: silentLogger,
-  });
-  worker.on('message_processed', ({ messageId }) => probe.onDeleted(messageId));
-  // Anything but a processed message is a failure of the run (none is expected).
-  const fail =
-    (name: string) =>
-    (event: { messageId: string }): void =>
-      probe.onError(new Error(`${name}: ${event.messageId}`));
-  worker.on('duplicate_skipped', fail('duplicate_skipped'));
-  worker.on('lock_contended', fail('lock_contended'));
-  worker.on('quorum_unavailable', fail('quorum_unavailable'));
-  worker.on('poison_message', fail('poison_message'));
-  worker.on('handler_error', fail('handler_error'));
-  worker.on('lock_lost', fail('lock_lost'));
-  worker.on('message_released', fail('message_released'));
-  worker.on('sqs_error', ({ operation, error }) => probe.onError(new Error(`sqs ${operation}: ${error}`)));
-  await worker.start();
-  return { stop: () => worker.stop({ timeoutMs: 5_000 }) };
-};
+const startOurs: Start = (f, scenario, queueUrl, probe) =>
+  startWorker(polling(f), f.ours[scenario.nodes], queueUrl, probe);
 
 const STARTS: Record<EngineId, Start> = {
   'no-lock': startNoLock,
@@ -522,41 +348,16 @@ async function drainFaulty(f: Fixture): Promise<void> {
 // ---------------------------------------------------------------------------
 // One measured run
 
-interface RunResult {
+interface RunResult extends MeasuredRun {
   readonly scenario: ScenarioId;
   readonly engine: EngineId;
-  readonly round: number;
-  readonly messages: number;
-  /** First receive to last delete, in ms. */
-  readonly durationMs: number;
-  /** Receive to delete of each message, in ms. */
-  readonly latenciesMs: number[];
-  /** `INFO commandstats` calls since the reset, summed over the running nodes, admin commands included. */
-  readonly commandStats: Record<string, number>;
-  /** Commands the row's own clients sent. */
-  readonly roundTrips: number;
-  /** CPU time of this process (engine, AWS SDK and the in-process fauxqs alike) during the run, in µs. */
-  readonly processCpuUs: number;
-  /** CPU time of the running redis-servers during the run (a paused node's backlog included), in µs. */
-  readonly redisCpuUs: number;
-  readonly errors: number;
-  readonly firstError: string | undefined;
 }
 
 let queueSeq = 0;
 
 /** User + system CPU of `nodes`, summed, in µs (INFO is an admin command: not counted as a command). */
-async function redisCpuUs(f: Fixture, nodes: readonly RedisNode[]): Promise<number> {
-  const infos = await Promise.all(
-    nodes.map((node) => (f.statsClients[f.redis.nodes.indexOf(node)] as Redis).info('cpu')),
-  );
-  let seconds = 0;
-  for (const info of infos) {
-    for (const field of ['used_cpu_sys', 'used_cpu_user']) {
-      seconds += Number(new RegExp(`^${field}:([0-9.]+)`, 'm').exec(info)?.[1] ?? 0);
-    }
-  }
-  return seconds * 1e6;
+function nodesCpuUs(f: Fixture, nodes: readonly RedisNode[]): Promise<number> {
+  return redisCpuUs(nodes.map((node) => f.statsClients[f.redis.nodes.indexOf(node)] as Redis));
 }
 
 async function runOnce(
@@ -572,11 +373,10 @@ async function runOnce(
   const running = f.redis.nodes.filter((node) => node.isRunning);
   const paused = scenario.fault === 'pause';
   try {
-    for (let i = 0; i < messages; i++) f.sqsEnv.server.sendMessage(queue.queueName, bodyOf(i));
-    await Promise.all(running.map((node) => node.flushAll()));
-    await Promise.all(running.map((node) => node.resetStats()));
+    fillQueue(f.sqsEnv, queue.queueName, messages);
+    await resetNodes(running);
     const sentBefore = engine === 'no-lock' ? 0 : f.sent[engine].total;
-    const redisCpuBefore = await redisCpuUs(f, running);
+    const redisCpuBefore = await nodesCpuUs(f, running);
     const probe = new Probe(messages);
     if (paused) faultyNode(f).pause();
     let roundTrips = 0;
@@ -584,26 +384,11 @@ async function runOnce(
     const cpuBefore = process.cpuUsage();
     try {
       const started = await STARTS[engine](f, scenario, queue.queueUrl, probe);
-      let timer: NodeJS.Timeout | undefined;
       try {
-        await Promise.race([
-          probe.done,
-          new Promise((_, reject) => {
-            timer = setTimeout(
-              () =>
-                reject(
-                  new Error(
-                    `${scenario.id}/${engine}: ${probe.deleted.size} of ${messages} deleted after ${RUN_TIMEOUT_MS} ms`,
-                  ),
-                ),
-              RUN_TIMEOUT_MS,
-            );
-          }),
-        ]);
+        await untilSettled(probe, `${scenario.id}/${engine}`, RUN_TIMEOUT_MS);
         const cpu = process.cpuUsage(cpuBefore);
         processCpuUs = cpu.user + cpu.system;
       } finally {
-        clearTimeout(timer);
         await started.stop();
       }
       roundTrips = engine === 'no-lock' ? 0 : f.sent[engine].total - sentBefore;
@@ -614,30 +399,21 @@ async function runOnce(
       }
     }
     const commandStats = addCounts(...(await Promise.all(running.map((node) => node.commandStats()))));
-    const redisCpu = (await redisCpuUs(f, running)) - redisCpuBefore;
+    const redisCpu = (await nodesCpuUs(f, running)) - redisCpuBefore;
     return {
       scenario: scenario.id,
       engine,
       round,
       messages,
-      durationMs: probe.lastDelete - probe.firstReceive,
-      latenciesMs: probe.latenciesMs,
+      ...probeFigures(probe),
       commandStats,
       roundTrips,
       processCpuUs,
       redisCpuUs: redisCpu,
-      errors: probe.errors,
-      firstError: probe.firstError,
     };
   } finally {
     f.sqsEnv.server.deleteQueue(queue.queueName);
   }
-}
-
-function rate(runs: readonly RunResult[]): number {
-  const messages = runs.reduce((n, r) => n + r.messages, 0);
-  const ms = runs.reduce((n, r) => n + r.durationMs, 0);
-  return (messages / ms) * 1000;
 }
 
 // ---------------------------------------------------------------------------
@@ -748,7 +524,7 @@ async function holdWorker(f: Fixture, clients: Redis[]): Promise<HeldLocks> {
   const queue = f.sqsEnv.createQueue(`bench-all-${++queueSeq}-long-running`, {
     visibilityTimeoutSec: VISIBILITY_TIMEOUT_SEC,
   });
-  for (let i = 0; i < EXTENSION_LOCKS; i++) f.sqsEnv.server.sendMessage(queue.queueName, bodyOf(i));
+  fillQueue(f.sqsEnv, queue.queueName, EXTENSION_LOCKS);
   let open: () => void = () => undefined;
   const gate = new Promise<void>((resolve) => {
     open = resolve;
@@ -911,29 +687,13 @@ function aggregateExtension(r: ExtensionResult): ExtensionAggregate {
 // ---------------------------------------------------------------------------
 // Aggregation
 
-interface Aggregate {
+interface Aggregate extends RowFigures {
   readonly scenario: ScenarioId;
   readonly engine: EngineId;
   readonly label: string;
-  readonly messages: number;
-  readonly msgPerSec: number;
-  readonly roundMsgPerSec: number[];
-  /** msg/s over the no-lock row's in the same scenario. */
-  readonly vsNoLock: number;
-  /** The same ratio within each round (the rows of a scenario in a round ran back to back). */
-  readonly roundVsNoLock: number[];
-  readonly latency: LatencySummary;
+  /** Latency over the no-lock row's percentile in the same scenario. */
   readonly addedP50Ms: number;
   readonly addedP99Ms: number;
-  /** `INFO commandstats` calls per message over the running nodes, Lua-run commands included. */
-  readonly redisCommandsPerMsg: number;
-  /** Commands the row's clients sent per message. */
-  readonly redisRoundTripsPerMsg: number;
-  readonly redisCommandsByName: Record<string, number>;
-  readonly processCpuUsPerMsg: number;
-  readonly redisCpuUsPerMsg: number;
-  readonly errors: number;
-  readonly firstError: string | undefined;
 }
 
 function aggregate(results: readonly RunResult[]): Aggregate[] {
@@ -943,56 +703,20 @@ function aggregate(results: readonly RunResult[]): Aggregate[] {
     const baseLatency = summarize(baseline.flatMap((r) => r.latenciesMs));
     for (const engine of ENGINES) {
       const runs = results.filter((r) => r.scenario === scenario.id && r.engine === engine);
-      const messages = runs.reduce((n, r) => n + r.messages, 0);
-      const stats = addCounts(...runs.map((r) => r.commandStats));
-      const latency = summarize(runs.flatMap((r) => r.latenciesMs));
       rows.push({
         scenario: scenario.id,
         engine,
         label: ENGINE_LABELS[engine],
-        messages,
-        msgPerSec: rate(runs),
-        roundMsgPerSec: runs.map((r) => rate([r])),
-        vsNoLock: rate(runs) / rate(baseline),
-        roundVsNoLock: runs.map((r) => {
-          const base = baseline.find((b) => b.round === r.round);
-          return base ? rate([r]) / rate([base]) : Number.NaN;
+        ...rowFigures(runs, baseline, {
+          afterLatency: (latency) => ({
+            addedP50Ms: latency.p50Ms - baseLatency.p50Ms,
+            addedP99Ms: latency.p99Ms - baseLatency.p99Ms,
+          }),
         }),
-        latency,
-        addedP50Ms: latency.p50Ms - baseLatency.p50Ms,
-        addedP99Ms: latency.p99Ms - baseLatency.p99Ms,
-        redisCommandsPerMsg: totalCalls(stats) / messages,
-        redisRoundTripsPerMsg: runs.reduce((n, r) => n + r.roundTrips, 0) / messages,
-        redisCommandsByName: Object.fromEntries(
-          Object.entries(stats)
-            .filter(([name]) => totalCalls({ [name]: 1 }) > 0)
-            .sort(([, a], [, b]) => b - a)
-            .map(([name, calls]) => [name, calls / messages]),
-        ),
-        processCpuUsPerMsg: runs.reduce((n, r) => n + r.processCpuUs, 0) / messages,
-        redisCpuUsPerMsg: runs.reduce((n, r) => n + r.redisCpuUs, 0) / messages,
-        errors: runs.reduce((n, r) => n + r.errors, 0),
-        firstError: runs.find((r) => r.firstError)?.firstError,
       });
     }
   }
   return rows;
-}
-
-function median(values: readonly number[]): number {
-  const finite = values.filter(Number.isFinite).sort((a, b) => a - b);
-  if (finite.length === 0) return Number.NaN;
-  const mid = Math.floor(finite.length / 2);
-  return finite.length % 2 === 1
-    ? (finite[mid] as number)
-    : ((finite[mid - 1] as number) + (finite[mid] as number)) / 2;
-}
-
-/** `median (min–max)` of per-round ratios. */
-function roundRatios(values: readonly number[]): string {
-  const finite = values.filter(Number.isFinite);
-  if (finite.length === 0) return '–';
-  return `${median(finite).toFixed(2)} (${Math.min(...finite).toFixed(2)}–${Math.max(...finite).toFixed(2)})`;
 }
 
 // ---------------------------------------------------------------------------
@@ -1177,12 +901,7 @@ function report(
   );
   const commandLines = rows
     .filter((r) => r.engine !== 'no-lock' && r.scenario === 'healthy-3')
-    .map(
-      (r) =>
-        `- ${r.label}: ${Object.entries(r.redisCommandsByName)
-          .map(([name, perMsg]) => `${name} ${fmt(perMsg, 2)}`)
-          .join(', ')}`,
-    );
+    .map((r) => `- ${r.label}: ${commandsByName(r)}`);
   const extensionTable = markdownTable(
     [
       'Engine',
@@ -1356,10 +1075,10 @@ async function main(): Promise<void> {
             const result = await runOnce(f, scenario, engine, round, MESSAGES);
             results.push(result);
             progress(
-              `round ${round + 1}/${ROUNDS} ${scenario.id.padEnd(14)} ${engine.padEnd(16)} ` +
-                `${fmt(rate([result])).padStart(6)} msg/s  ` +
-                `${fmt(totalCalls(result.commandStats) / result.messages, 2)} redis cmds/msg` +
-                (result.errors > 0 ? `  ${result.errors} errors (${result.firstError})` : ''),
+              runProgress(
+                `round ${round + 1}/${ROUNDS} ${scenario.id.padEnd(14)} ${engine.padEnd(16)}`,
+                result,
+              ),
             );
           }
         } finally {
@@ -1389,8 +1108,9 @@ async function main(): Promise<void> {
       await writeFile(RESULTS_FILE, `${markdown}\n`);
       progress(`written ${RESULTS_FILE.pathname}`);
     }
-    if (json) {
-      const raw = {
+    printResult(
+      json,
+      () => ({
         environment: { ...env, loadAtEnd },
         constants: {
           MESSAGES,
@@ -1413,28 +1133,14 @@ async function main(): Promise<void> {
           ...r,
           runs: results
             .filter((x) => x.scenario === r.scenario && x.engine === r.engine)
-            .map((x) => ({
-              round: x.round,
-              messages: x.messages,
-              durationMs: x.durationMs,
-              msgPerSec: rate([x]),
-              latency: summarize(x.latenciesMs),
-              redisCommands: totalCalls(x.commandStats),
-              commandStats: x.commandStats,
-              roundTrips: x.roundTrips,
-              processCpuUs: x.processCpuUs,
-              redisCpuUs: x.redisCpuUs,
-              errors: x.errors,
-            })),
+            .map((x) => runJson(x)),
         })),
         extension,
         verdicts,
         runSeconds,
-      };
-      process.stdout.write(`${JSON.stringify(raw, null, 2)}\n`);
-    } else {
-      process.stdout.write(`${markdown}\n`);
-    }
+      }),
+      () => markdown,
+    );
   } finally {
     await ours5?.quit();
     await sqsEnv?.stop();
@@ -1442,14 +1148,4 @@ async function main(): Promise<void> {
   }
 }
 
-try {
-  await main();
-} catch (error) {
-  process.exitCode = 1;
-  console.error(error);
-}
-// Everything was closed above; should a handle still be open, do not hang the npm script on it.
-setTimeout(() => {
-  progress('bench: handles still open after cleanup; exiting');
-  process.exit(process.exitCode ?? 0);
-}, 2_000).unref();
+await runMain(main);

@@ -36,10 +36,12 @@ import {
   fmtRatio,
   type LatencySummary,
   markdownTable,
+  printResult,
   progress,
   type RunResult,
   redisVersionOf,
   runFixed,
+  runMain,
   summarize,
   wantsJson,
 } from './shared.ts';
@@ -413,8 +415,9 @@ async function main(): Promise<void> {
     );
     const targets = targetsOf(aggregates);
     const runSeconds = (performance.now() - startedAt) / 1000;
-    if (json) {
-      const raw = {
+    printResult(
+      json,
+      () => ({
         environment: env,
         constants: { CONCURRENCY, TTL_MS, BATCH, ROUNDS, ITERATIONS, WARMUP, NODES },
         rows: aggregates.map((a) => ({
@@ -429,11 +432,9 @@ async function main(): Promise<void> {
         })),
         targets,
         runSeconds,
-      };
-      process.stdout.write(`${JSON.stringify(raw, null, 2)}\n`);
-    } else {
-      process.stdout.write(`${report(env, aggregates, targets, runSeconds)}\n`);
-    }
+      }),
+      () => report(env, aggregates, targets, runSeconds),
+    );
   } finally {
     // Quits the 3 shared clients (the peers hold no other resources: no timers were started).
     await ours?.quit();
@@ -441,14 +442,4 @@ async function main(): Promise<void> {
   }
 }
 
-try {
-  await main();
-} catch (error) {
-  process.exitCode = 1;
-  console.error(error);
-}
-// Everything was closed above; should a handle still be open, do not hang the npm script on it.
-setTimeout(() => {
-  progress('bench: handles still open after cleanup; exiting');
-  process.exit(process.exitCode ?? 0);
-}, 2_000).unref();
+await runMain(main);

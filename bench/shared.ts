@@ -1,7 +1,7 @@
 /**
  * Shared benchmark plumbing: a fixed-iteration / fixed-concurrency runner, latency statistics,
- * markdown table formatting and the environment header. Used by bench/lock.ts (and later by the
- * worker benchmark); it has no dependency on the engines being measured.
+ * markdown table formatting and the environment header. Used by every benchmark (bench/lock.ts,
+ * bench/worker.ts, bench/all.ts); it has no dependency on the engines being measured.
  */
 import os from 'node:os';
 
@@ -13,6 +13,11 @@ export function wantsJson(argv: readonly string[] = process.argv.slice(2)): bool
   return argv.includes('--json');
 }
 
+/** Prints the result on stdout: `raw()` as JSON with `--json`, else the `markdown()` report. */
+export function printResult(json: boolean, raw: () => unknown, markdown: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(raw(), null, 2)}\n` : `${markdown()}\n`);
+}
+
 /** Progress goes to stderr so that stdout holds only the table (or the JSON). */
 export function progress(message: string): void {
   process.stderr.write(`${message}\n`);
@@ -20,6 +25,27 @@ export function progress(message: string): void {
 
 // ---------------------------------------------------------------------------
 // Running
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Runs a benchmark's `main`: a throw sets exit code 1 and is printed. Everything should be closed by then;
+ * should a handle still be open, the process exits 2 s later instead of hanging the npm script on it.
+ */
+export async function runMain(main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (error) {
+    process.exitCode = 1;
+    console.error(error);
+  }
+  setTimeout(() => {
+    progress('bench: handles still open after cleanup; exiting');
+    process.exit(process.exitCode ?? 0);
+  }, 2_000).unref();
+}
 
 export interface RunOptions {
   /** Operations to run, in total, across all loops. */

@@ -39,14 +39,36 @@
  * Rows are interleaved in ROUNDS rounds, rotating their order each round, after one discarded warm-up
  * run per row; the nodes are flushed before every run. Aggregate msg/s = messages / summed duration.
  */
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import type { Message, SQSClient } from '@aws-sdk/client-sqs';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { Redis } from 'ioredis';
-import { RedlockMutex } from 'redis-semaphore';
-import { Consumer } from 'sqs-consumer';
-import { BaseHandler, createLogger, isLock, Redlock, Worker } from '../src/index.ts';
+import { isLock, Redlock } from '../src/index.ts';
 import { type RedisNodes, startRedisNodes } from '../test/helpers/redis-nodes.ts';
 import { type SqsEnv, startSqs } from '../test/helpers/sqs.ts';
+import {
+  commandsByName,
+  fillQueue,
+  type MeasuredRun,
+  median,
+  type PollSettings,
+  Probe,
+  probeFigures,
+  type RowFigures,
+  type Running,
+  rate,
+  redisCpuUs,
+  resetNodes,
+  roundRatios,
+  rowFigures,
+  runJson,
+  runProgress,
+  SentCounter,
+  silentLogger,
+  startConsumers,
+  startWorker,
+  underRedlockMutex,
+  untilSettled,
+  work,
+} from './rows.ts';
 import {
   addCounts,
   diffCounts,
@@ -55,13 +77,13 @@ import {
   environmentHeader,
   fmt,
   fmtRatio,
-  type LatencySummary,
   markdownTable,
+  printResult,
   progress,
   redisVersionOf,
   relativeSpread,
   rotate,
-  summarize,
+  runMain,
   totalCalls,
   wantsJson,
 } from './shared.ts';
@@ -133,95 +155,7 @@ const ENGINE_LABELS: Record<EngineId, string> = {
 };
 
 // ---------------------------------------------------------------------------
-// The work and the message bodies
-
-function bodyOf(i: number): string {
-  return JSON.stringify({
-    orderId: `order-${i}`,
-    customerId: `customer-${i % 97}`,
-    amountCents: 1_000 + i,
-    currency: 'EUR',
-    items: [
-      { sku: `sku-${i % 13}`, quantity: 1 + (i % 3) },
-      { sku: `sku-${i % 7}`, quantity: 1 },
-    ],
-    createdAt: '2024-01-01T00:00:00.000Z',
-  });
-}
-
-/** The trivial per-message work of every row: parse, then give the event loop one turn. */
-async function work(body: string | undefined): Promise<void> {
-  JSON.parse(body ?? 'null');
-  await yieldToLoop();
-}
-
-// ---------------------------------------------------------------------------
-// One run's observations
-
-/** Receive / delete times of one run; resolves `done` once every message is deleted (or failed). */
-class Probe {
-  readonly expected: number;
-  readonly received = new Map<string, number>();
-  readonly deleted = new Set<string>();
-  readonly latenciesMs: number[] = [];
-  firstReceive = Number.NaN;
-  lastDelete = Number.NaN;
-  errors = 0;
-  firstError: string | undefined;
-  readonly done: Promise<void>;
-  #resolve: () => void = () => undefined;
-
-  constructor(expected: number) {
-    this.expected = expected;
-    this.done = new Promise((resolve) => {
-      this.#resolve = resolve;
-    });
-  }
-
-  onReceive(messageId: string | undefined): void {
-    const now = performance.now();
-    if (Number.isNaN(this.firstReceive)) this.firstReceive = now;
-    if (messageId !== undefined && !this.received.has(messageId)) this.received.set(messageId, now);
-  }
-
-  onDeleted(messageId: string | undefined): void {
-    const now = performance.now();
-    if (messageId === undefined || this.deleted.has(messageId)) {
-      this.onError(`message ${messageId} deleted twice`);
-      return;
-    }
-    this.deleted.add(messageId);
-    this.lastDelete = now;
-    const receivedAt = this.received.get(messageId);
-    if (receivedAt !== undefined) this.latenciesMs.push(now - receivedAt);
-    this.#check();
-  }
-
-  onError(error: unknown): void {
-    this.errors++;
-    this.firstError ??= error instanceof Error ? error.message : String(error);
-    this.#check();
-  }
-
-  #check(): void {
-    if (this.deleted.size + this.errors >= this.expected) this.#resolve();
-  }
-}
-
-/** Counts the commands an ioredis client sends (its round trips: no pipelining is used here). */
-class SentCounter {
-  count = 0;
-
-  watch(clients: readonly Redis[]): void {
-    for (const client of clients) {
-      const send = client.sendCommand.bind(client);
-      client.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
-        this.count++;
-        return send(...args);
-      }) as Redis['sendCommand'];
-    }
-  }
-}
+// One run's observations (the probe and the Redis counters: bench/rows.ts)
 
 /** Counts the SQS calls of a client by command (ReceiveMessageCommand, DeleteMessageBatchCommand, ...). */
 class SqsCallCounter {
@@ -252,139 +186,32 @@ interface Fixture {
   readonly redlock: Redlock;
 }
 
-interface Running {
-  stop(): Promise<void>;
-}
-
 type Start = (fixture: Fixture, queueUrl: string, concurrency: number, probe: Probe) => Promise<Running>;
 
-/** `concurrency` sqs-consumer pollers; each message goes through `perMessage`, and what resolves is deleted. */
-function startConsumers(
-  fixture: Fixture,
-  queueUrl: string,
-  concurrency: number,
-  probe: Probe,
-  perMessage: (message: Message) => Promise<void>,
-  batch: {
-    /** Wraps the handling of a whole batch (`run` handles its messages and answers those to delete). */
-    around(messages: Message[], run: () => Promise<Message[]>): Promise<Message[]>;
-  } = { around: (_, run) => run() },
-): Running {
-  let stopping = false;
-  const consumers = Array.from({ length: concurrency }, () => {
-    const consumer = Consumer.create({
-      queueUrl,
-      sqs: fixture.sqs,
-      batchSize: BATCH,
-      waitTimeSeconds: WAIT_TIME_SECONDS,
-      visibilityTimeout: VISIBILITY_TIMEOUT_SEC,
-      // What the Worker asks for, so every row receives the same payload.
-      messageSystemAttributeNames: ['ApproximateReceiveCount', 'MessageGroupId'],
-      messageAttributeNames: ['All'],
-      handleMessageBatch: async (messages) => {
-        for (const message of messages) probe.onReceive(message.MessageId);
-        const run = async (): Promise<Message[]> => {
-          const settled = await Promise.allSettled(messages.map(perMessage));
-          const acked: Message[] = [];
-          settled.forEach((result, i) => {
-            if (result.status === 'fulfilled') acked.push(messages[i] as Message);
-            else probe.onError(result.reason);
-          });
-          return acked;
-        };
-        try {
-          return await batch.around(messages, run);
-        } catch (error) {
-          for (const _ of messages) probe.onError(error);
-          return [];
-        }
-      },
-    });
-    consumer.on('message_processed', (message) => probe.onDeleted(message.MessageId));
-    consumer.on('error', (error) => {
-      // stop({ abort: true }) aborts the idle long poll on purpose.
-      if (!stopping) probe.onError(error);
-    });
-    consumer.start();
-    return consumer;
-  });
+/** What every row polls with: `concurrency` pollers, BATCH, WAIT_TIME_SECONDS, VISIBILITY_TIMEOUT_SEC. */
+function polling(fixture: Fixture, concurrency: number): PollSettings {
   return {
-    async stop() {
-      stopping = true;
-      for (const consumer of consumers) consumer.stop({ abort: true });
-      const until = performance.now() + 5_000;
-      while (consumers.some((c) => c.status.isPolling) && performance.now() < until) await yieldFor(5);
-    },
+    sqs: fixture.sqs,
+    pollers: concurrency,
+    batchSize: BATCH,
+    waitTimeSeconds: WAIT_TIME_SECONDS,
+    visibilityTimeoutSec: VISIBILITY_TIMEOUT_SEC,
   };
 }
 
 const startNoLock: Start = async (fixture, queueUrl, concurrency, probe) =>
-  startConsumers(fixture, queueUrl, concurrency, probe, (message) => work(message.Body));
+  startConsumers(polling(fixture, concurrency), queueUrl, probe, (message) => work(message.Body));
 
 const startSemaphore: Start = async (fixture, queueUrl, concurrency, probe) =>
-  startConsumers(fixture, queueUrl, concurrency, probe, async (message) => {
-    const mutex = new RedlockMutex(fixture.semaphoreClients, message.MessageId as string, {
-      lockTimeout: LOCK_TTL_MS,
-      acquireAttemptsLimit: 1,
-    });
-    await mutex.acquire();
-    try {
-      await work(message.Body);
-    } finally {
-      await mutex.release();
-    }
-  });
-
-class BenchHandler extends BaseHandler<unknown> {
-  readonly #probe: Probe;
-
-  constructor(probe: Probe) {
-    super();
-    this.#probe = probe;
-  }
-
-  hydrate(message: Message): unknown {
-    this.#probe.onReceive(message.MessageId);
-    return JSON.parse(message.Body ?? 'null');
-  }
-
-  async handle(): Promise<void> {
-    await yieldToLoop();
-  }
-}
-
-const silentLogger = createLogger({ silent: true });
-
-const startPipeline: Start = async (fixture, queueUrl, concurrency, probe) => {
-  const worker = new Worker<unknown>({
+  startConsumers(
+    polling(fixture, concurrency),
     queueUrl,
-    sqs: fixture.sqs,
-    redlock: fixture.redlock,
-    handler: new BenchHandler(probe),
-    batchSize: BATCH,
-    concurrency,
-    waitTimeSeconds: WAIT_TIME_SECONDS,
-    visibilityTimeoutSec: VISIBILITY_TIMEOUT_SEC,
-    deadLetterQueueUrl: false,
-    logger: silentLogger,
-  });
-  worker.on('message_processed', ({ messageId }) => probe.onDeleted(messageId));
-  // Anything but a processed message is a failure of the run (none is expected).
-  const fail =
-    (name: string) =>
-    (event: { messageId: string }): void =>
-      probe.onError(new Error(`${name}: ${event.messageId}`));
-  worker.on('duplicate_skipped', fail('duplicate_skipped'));
-  worker.on('lock_contended', fail('lock_contended'));
-  worker.on('quorum_unavailable', fail('quorum_unavailable'));
-  worker.on('poison_message', fail('poison_message'));
-  worker.on('handler_error', fail('handler_error'));
-  worker.on('lock_lost', fail('lock_lost'));
-  worker.on('message_released', fail('message_released'));
-  worker.on('sqs_error', ({ operation, error }) => probe.onError(new Error(`sqs ${operation}: ${error}`)));
-  await worker.start();
-  return { stop: () => worker.stop({ timeoutMs: 5_000 }) };
-};
+    probe,
+    underRedlockMutex(fixture.semaphoreClients, LOCK_TTL_MS),
+  );
+
+const startPipeline: Start = (fixture, queueUrl, concurrency, probe) =>
+  startWorker(polling(fixture, concurrency), fixture.redlock, queueUrl, probe);
 
 /**
  * Diagnostic: the no-lock setup with the batch locked by this project's lock engine alone, as the
@@ -392,7 +219,7 @@ const startPipeline: Start = async (fixture, queueUrl, concurrency, probe) => {
  * without the Worker around it: the gap to the pipeline row is the Worker's own bookkeeping.
  */
 const startLockOnly: Start = async (fixture, queueUrl, concurrency, probe) =>
-  startConsumers(fixture, queueUrl, concurrency, probe, (message) => work(message.Body), {
+  startConsumers(polling(fixture, concurrency), queueUrl, probe, (message) => work(message.Body), {
     async around(messages, run) {
       const results = await fixture.redlock.acquireMany(
         messages.map((m) => m.MessageId as string),
@@ -419,27 +246,11 @@ const STARTS: Record<EngineId, Start> = {
 // ---------------------------------------------------------------------------
 // One measured run
 
-interface RunResult {
+interface RunResult extends MeasuredRun {
   readonly engine: EngineId;
   readonly concurrency: number;
-  readonly round: number;
-  readonly messages: number;
-  /** First receive to last delete, in ms. */
-  readonly durationMs: number;
-  /** Receive to delete of each message, in ms. */
-  readonly latenciesMs: number[];
-  /** `INFO commandstats` calls since the reset, summed over the nodes, admin commands included. */
-  readonly commandStats: Record<string, number>;
-  /** Commands sent by the benchmark's lock clients. */
-  readonly roundTrips: number;
   /** SQS calls by command between start and the last delete (the tail's empty long polls included). */
   readonly sqsCalls: Record<string, number>;
-  /** CPU time of this process (user + system) between start and last delete, in µs. */
-  readonly processCpuUs: number;
-  /** CPU time of the redis-servers (user + system, summed) over the run, in µs. */
-  readonly redisCpuUs: number;
-  readonly errors: number;
-  readonly firstError: string | undefined;
 }
 
 interface Harness {
@@ -448,22 +259,12 @@ interface Harness {
   readonly fixture: Fixture;
   /** Clients only used to read `INFO cpu` (not counted: INFO is an admin command). */
   readonly statsClients: Redis[];
+  /** Commands sent by the benchmark's lock clients. */
   readonly sent: SentCounter;
   readonly sqsCalls: SqsCallCounter;
 }
 
 let queueSeq = 0;
-
-async function redisCpuUs(clients: readonly Redis[]): Promise<number> {
-  const infos = await Promise.all(clients.map((client) => client.info('cpu')));
-  let seconds = 0;
-  for (const info of infos) {
-    for (const field of ['used_cpu_sys', 'used_cpu_user']) {
-      seconds += Number(new RegExp(`^${field}:([0-9.]+)`, 'm').exec(info)?.[1] ?? 0);
-    }
-  }
-  return seconds * 1e6;
-}
 
 async function runOnce(
   h: Harness,
@@ -476,36 +277,17 @@ async function runOnce(
     visibilityTimeoutSec: VISIBILITY_TIMEOUT_SEC,
   });
   try {
-    for (let i = 0; i < messages; i++) h.sqsEnv.server.sendMessage(queue.queueName, bodyOf(i));
-    await Promise.all(h.redis.nodes.map((node) => node.flushAll()));
-    await Promise.all(h.redis.nodes.map((node) => node.resetStats()));
+    fillQueue(h.sqsEnv, queue.queueName, messages);
+    await resetNodes(h.redis.nodes);
     const redisCpuBefore = await redisCpuUs(h.statsClients);
-    const sentBefore = h.sent.count;
+    const sentBefore = h.sent.total;
     const sqsBefore = h.sqsCalls.snapshot();
     const probe = new Probe(messages);
     const cpuBefore = process.cpuUsage();
     const running = await STARTS[engine](h.fixture, queue.queueUrl, concurrency, probe);
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([
-        probe.done,
-        new Promise((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new Error(
-                  `${engine} c${concurrency}: ${probe.deleted.size} of ${messages} deleted after ${RUN_TIMEOUT_MS} ms`,
-                ),
-              ),
-            RUN_TIMEOUT_MS,
-          );
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await untilSettled(probe, `${engine} c${concurrency}`, RUN_TIMEOUT_MS);
     const cpu = process.cpuUsage(cpuBefore);
-    const roundTrips = h.sent.count - sentBefore;
+    const roundTrips = h.sent.total - sentBefore;
     const sqsCalls = diffCounts(h.sqsCalls.snapshot(), sqsBefore);
     const redisCpuAfter = await redisCpuUs(h.statsClients);
     await running.stop();
@@ -515,15 +297,12 @@ async function runOnce(
       concurrency,
       round,
       messages,
-      durationMs: probe.lastDelete - probe.firstReceive,
-      latenciesMs: probe.latenciesMs,
+      ...probeFigures(probe),
       commandStats,
       roundTrips,
       sqsCalls,
       processCpuUs: cpu.user + cpu.system,
       redisCpuUs: redisCpuAfter - redisCpuBefore,
-      errors: probe.errors,
-      firstError: probe.firstError,
     };
   } finally {
     h.sqsEnv.server.deleteQueue(queue.queueName);
@@ -533,32 +312,14 @@ async function runOnce(
 // ---------------------------------------------------------------------------
 // Aggregation and report
 
-interface Aggregate {
+interface Aggregate extends RowFigures {
   readonly id: string;
   readonly engine: EngineId;
   readonly label: string;
   readonly concurrency: number;
-  readonly messages: number;
-  readonly msgPerSec: number;
-  readonly roundMsgPerSec: number[];
-  /** msg/s over the no-lock row's at the same concurrency. */
-  readonly vsNoLock: number;
-  /** The same ratio within each round (the rows of a round ran back to back). */
-  readonly roundVsNoLock: number[];
-  readonly latency: LatencySummary;
-  /** `INFO commandstats` calls per message, admin commands left out, summed over the nodes. */
-  readonly redisCommandsPerMsg: number;
-  /** Commands the lock clients sent per message (round trips to a node). */
-  readonly redisRoundTripsPerMsg: number;
-  /** Calls per message by command name (admin commands left out). */
-  readonly redisCommandsByName: Record<string, number>;
   /** SQS calls per message (receives, deletes, ...), by command. */
   readonly sqsCallsPerMsg: number;
   readonly sqsCallsByName: Record<string, number>;
-  readonly processCpuUsPerMsg: number;
-  readonly redisCpuUsPerMsg: number;
-  readonly errors: number;
-  readonly firstError: string | undefined;
 }
 
 function rowId(engine: EngineId, concurrency: number): string {
@@ -569,41 +330,21 @@ function aggregate(results: readonly RunResult[]): Aggregate[] {
   const rows: Aggregate[] = [];
   for (const concurrency of CONCURRENCIES) {
     const baseline = results.filter((r) => r.concurrency === concurrency && r.engine === 'no-lock');
-    const baselineRate = rate(baseline);
     for (const engine of ENGINES) {
       const runs = results.filter((r) => r.concurrency === concurrency && r.engine === engine);
       const messages = runs.reduce((n, r) => n + r.messages, 0);
-      const stats = addCounts(...runs.map((r) => r.commandStats));
-      const byName = Object.fromEntries(
-        Object.entries(stats)
-          .filter(([name]) => totalCalls({ [name]: 1 }) > 0)
-          .sort(([, a], [, b]) => b - a)
-          .map(([name, calls]) => [name, calls / messages]),
-      );
-      const msgPerSec = rate(runs);
+      const sqsCalls = addCounts(...runs.map((r) => r.sqsCalls));
       rows.push({
         id: rowId(engine, concurrency),
         engine,
         label: ENGINE_LABELS[engine],
         concurrency,
-        messages,
-        msgPerSec,
-        roundMsgPerSec: runs.map((r) => rate([r])),
-        vsNoLock: msgPerSec / baselineRate,
-        roundVsNoLock: runs.map((r) => {
-          const base = baseline.find((b) => b.round === r.round);
-          return base ? rate([r]) / rate([base]) : Number.NaN;
+        ...rowFigures(runs, baseline, {
+          beforeCpu: {
+            sqsCallsPerMsg: totalCalls(sqsCalls, () => false) / messages,
+            sqsCallsByName: perMessage(sqsCalls, messages),
+          },
         }),
-        latency: summarize(runs.flatMap((r) => r.latenciesMs)),
-        redisCommandsPerMsg: totalCalls(stats) / messages,
-        redisRoundTripsPerMsg: runs.reduce((n, r) => n + r.roundTrips, 0) / messages,
-        redisCommandsByName: byName,
-        sqsCallsPerMsg: totalCalls(addCounts(...runs.map((r) => r.sqsCalls)), () => false) / messages,
-        sqsCallsByName: perMessage(addCounts(...runs.map((r) => r.sqsCalls)), messages),
-        processCpuUsPerMsg: runs.reduce((n, r) => n + r.processCpuUs, 0) / messages,
-        redisCpuUsPerMsg: runs.reduce((n, r) => n + r.redisCpuUs, 0) / messages,
-        errors: runs.reduce((n, r) => n + r.errors, 0),
-        firstError: runs.find((r) => r.firstError)?.firstError,
       });
     }
   }
@@ -612,12 +353,6 @@ function aggregate(results: readonly RunResult[]): Aggregate[] {
 
 function perMessage(counts: Readonly<Record<string, number>>, messages: number): Record<string, number> {
   return Object.fromEntries(Object.entries(counts).map(([name, n]) => [name, n / messages]));
-}
-
-function rate(runs: readonly RunResult[]): number {
-  const messages = runs.reduce((n, r) => n + r.messages, 0);
-  const ms = runs.reduce((n, r) => n + r.durationMs, 0);
-  return (messages / ms) * 1000;
 }
 
 interface TargetCheck {
@@ -653,22 +388,6 @@ function targetsOf(rows: readonly Aggregate[]): TargetCheck[] {
       rounds: Math.min(ours.length, theirs.length),
     };
   });
-}
-
-function median(values: readonly number[]): number {
-  const finite = values.filter(Number.isFinite).sort((a, b) => a - b);
-  if (finite.length === 0) return Number.NaN;
-  const mid = Math.floor(finite.length / 2);
-  return finite.length % 2 === 1
-    ? (finite[mid] as number)
-    : ((finite[mid - 1] as number) + (finite[mid] as number)) / 2;
-}
-
-/** `median (min–max)` of per-round ratios. */
-function roundRatios(values: readonly number[]): string {
-  const finite = values.filter(Number.isFinite);
-  if (finite.length === 0) return '–';
-  return `${median(finite).toFixed(2)} (${Math.min(...finite).toFixed(2)}–${Math.max(...finite).toFixed(2)})`;
 }
 
 function report(
@@ -728,12 +447,7 @@ function report(
     Number.isNaN(ratio) ? 'not measured' : holds ? 'holds' : 'MISSED';
   const commandLines = rows
     .filter((r) => r.engine !== 'no-lock' && r.concurrency === CONCURRENCIES[0])
-    .map(
-      (r) =>
-        `- ${r.label}: ${Object.entries(r.redisCommandsByName)
-          .map(([name, perMsg]) => `${name} ${fmt(perMsg, 2)}`)
-          .join(', ')} per message`,
-    );
+    .map((r) => `- ${r.label}: ${commandsByName(r)} per message`);
   const errors = rows.filter((r) => r.errors > 0);
   return [
     '## Worker: messages per second, sqs-consumer vs this pipeline vs redis-semaphore',
@@ -775,10 +489,6 @@ function report(
 
 // ---------------------------------------------------------------------------
 
-function yieldFor(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 async function main(): Promise<void> {
   const json = wantsJson();
   const startedAt = performance.now();
@@ -793,8 +503,7 @@ async function main(): Promise<void> {
     // Connected (handshake done) before any run, so no run counts a handshake.
     await Promise.all([...semaphoreClients, ...redlockClients, ...statsClients].map((c) => c.ping()));
     redlock = new Redlock(redlockClients, { ttlMs: LOCK_TTL_MS, logger: silentLogger });
-    const sent = new SentCounter();
-    sent.watch([...semaphoreClients, ...redlockClients]);
+    const sent = new SentCounter([...semaphoreClients, ...redlockClients]);
     const sqsCalls = new SqsCallCounter();
     sqsCalls.watch(sqsEnv.sqs);
     const h: Harness = {
@@ -830,10 +539,7 @@ async function main(): Promise<void> {
           const result = await runOnce(h, engine, concurrency, round, MESSAGES);
           results.push(result);
           progress(
-            `round ${round + 1}/${ROUNDS} ${rowId(engine, concurrency).padEnd(20)} ` +
-              `${fmt(rate([result])).padStart(6)} msg/s  ` +
-              `${fmt(totalCalls(result.commandStats) / result.messages, 2)} redis cmds/msg` +
-              (result.errors > 0 ? `  ${result.errors} errors (${result.firstError})` : ''),
+            runProgress(`round ${round + 1}/${ROUNDS} ${rowId(engine, concurrency).padEnd(20)}`, result),
           );
         }
       }
@@ -842,8 +548,9 @@ async function main(): Promise<void> {
     const rows = aggregate(results);
     const targets = targetsOf(rows);
     const runSeconds = (performance.now() - startedAt) / 1000;
-    if (json) {
-      const raw = {
+    printResult(
+      json,
+      () => ({
         environment: env,
         constants: {
           MESSAGES,
@@ -861,28 +568,13 @@ async function main(): Promise<void> {
           ...row,
           runs: results
             .filter((r) => rowId(r.engine, r.concurrency) === row.id)
-            .map((r) => ({
-              round: r.round,
-              messages: r.messages,
-              durationMs: r.durationMs,
-              msgPerSec: rate([r]),
-              latency: summarize(r.latenciesMs),
-              redisCommands: totalCalls(r.commandStats),
-              commandStats: r.commandStats,
-              roundTrips: r.roundTrips,
-              sqsCalls: r.sqsCalls,
-              processCpuUs: r.processCpuUs,
-              redisCpuUs: r.redisCpuUs,
-              errors: r.errors,
-            })),
+            .map((r) => runJson(r, { sqsCalls: r.sqsCalls })),
         })),
         targets,
         runSeconds,
-      };
-      process.stdout.write(`${JSON.stringify(raw, null, 2)}\n`);
-    } else {
-      process.stdout.write(`${report(env, rows, targets, runSeconds)}\n`);
-    }
+      }),
+      () => report(env, rows, targets, runSeconds),
+    );
   } finally {
     await redlock?.quit();
     await sqsEnv?.stop();
@@ -890,14 +582,4 @@ async function main(): Promise<void> {
   }
 }
 
-try {
-  await main();
-} catch (error) {
-  process.exitCode = 1;
-  console.error(error);
-}
-// Everything was closed above; should a handle still be open, do not hang the npm script on it.
-setTimeout(() => {
-  progress('bench: handles still open after cleanup; exiting');
-  process.exit(process.exitCode ?? 0);
-}, 2_000).unref();
+await runMain(main);

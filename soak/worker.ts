@@ -52,6 +52,7 @@ import { COMPLETE_SCRIPT } from '../src/lock/complete.ts';
 import { EXTEND_SCRIPT } from '../src/lock/extend.ts';
 import { RAISE_FENCE_SCRIPT } from '../src/lock/fence.ts';
 import { RELEASE_SCRIPT } from '../src/lock/release.ts';
+import { MESSAGE_EVENTS } from '../test/helpers/events.ts';
 import { liveTimerStacks, liveTimers, type TimerCounts } from './timer-probe.ts';
 
 // ---------------------------------------------------------------------------
@@ -403,18 +404,7 @@ async function main(): Promise<void> {
 
   // Outcomes, counted by event. Anything but message_processed is unexpected in a soak.
   const outcomes: Record<string, number> = {};
-  const outcomeEvents: (keyof WorkerEvents)[] = [
-    'message_processed',
-    'duplicate_skipped',
-    'lock_contended',
-    'quorum_unavailable',
-    'poison_message',
-    'handler_error',
-    'lock_lost',
-    'message_released',
-    'sqs_error',
-    'polling_paused',
-  ];
+  const outcomeEvents: (keyof WorkerEvents)[] = [...MESSAGE_EVENTS, 'polling_paused'];
   for (const name of outcomeEvents) {
     outcomes[name] = 0;
     worker.on(name, () => {

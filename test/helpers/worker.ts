@@ -6,6 +6,7 @@ import type {
   Worker as WorkerType,
 } from '../../src/index.ts';
 import { Worker } from '../../src/index.ts';
+import { MESSAGE_EVENTS } from './events.ts';
 import { redlockOver, silentLogger } from './lock.ts';
 import type { RedisNodes } from './redis-nodes.ts';
 import type { SqsEnv } from './sqs.ts';
@@ -13,19 +14,7 @@ import type { SqsEnv } from './sqs.ts';
 /** Every event a worker emitted, by name, in order. */
 export type RecordedEvents = { [K in keyof WorkerEvents]: WorkerEvents[K][0][] };
 
-const RECORDED: (keyof WorkerEvents)[] = [
-  'message_processed',
-  'duplicate_skipped',
-  'lock_contended',
-  'quorum_unavailable',
-  'poison_message',
-  'handler_error',
-  'lock_lost',
-  'message_released',
-  'polling_paused',
-  'polling_resumed',
-  'sqs_error',
-];
+const RECORDED: (keyof WorkerEvents)[] = [...MESSAGE_EVENTS, 'polling_paused', 'polling_resumed'];
 
 export interface StartedWorker {
   readonly worker: WorkerType<unknown>;

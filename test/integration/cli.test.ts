@@ -3,31 +3,24 @@
  * (`node src/cli.ts run test/fixtures/cli-handler.ts`), against fauxqs running in this process and
  * real redis-server quorum nodes; the fixture handler records its effects in a Ledger.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { CLI_VARIABLES } from '../../src/runtime/cli.ts';
 import { jobs } from '../helpers/handlers.ts';
 import { Ledger } from '../helpers/ledger.ts';
-import { eventually, sleep } from '../helpers/lock.ts';
+import { eventually } from '../helpers/lock.ts';
+import { NodeProcess, useProcesses } from '../helpers/processes.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 import { sendMessages, useSqs } from '../helpers/sqs.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = 'src/cli.ts';
 const HANDLER = 'test/fixtures/cli-handler.ts';
 
 /** One JSON log line of the CLI's stdout. */
 type Line = { level?: string; message?: string } & Record<string, unknown>;
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
 
 /** The inherited environment without any variable the CLI reads, so the test's own settings rule. */
 function cleanEnv(): Record<string, string> {
@@ -45,83 +38,10 @@ function cleanEnv(): Record<string, string> {
   return env;
 }
 
-class CliProcess {
-  readonly child: ChildProcess;
-  readonly lines: Line[] = [];
-  readonly exited: Promise<Exit>;
-  stdout = '';
-  stderr = '';
-  #partial = '';
-  #closed = false;
-
+/** The CLI as a child process (`node src/cli.ts ...args`), its log lines parsed. */
+class CliProcess extends NodeProcess<Line> {
   constructor(args: string[], env: Record<string, string>) {
-    // process.execPath: the Node running vitest (24, with type stripping), not whatever `node` is on PATH.
-    this.child = spawn(process.execPath, [CLI, ...args], {
-      cwd: ROOT,
-      env: { ...cleanEnv(), ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.child.stdout?.setEncoding('utf8');
-    this.child.stderr?.setEncoding('utf8');
-    this.child.stdout?.on('data', (chunk: string) => {
-      this.stdout += chunk;
-      const parts = (this.#partial + chunk).split('\n');
-      this.#partial = parts.pop() ?? '';
-      for (const part of parts) {
-        try {
-          this.lines.push(JSON.parse(part) as Line);
-        } catch {
-          // --help and other plain text: kept in `stdout`.
-        }
-      }
-    });
-    this.child.stderr?.on('data', (chunk: string) => {
-      this.stderr += chunk;
-    });
-    this.exited = new Promise((resolve) => {
-      this.child.once('close', (code, signal) => {
-        this.#closed = true;
-        resolve({ code, signal });
-      });
-      this.child.once('error', (error) => {
-        this.stderr += `\nspawn error: ${error.message}`;
-        this.#closed = true;
-        resolve({ code: null, signal: null });
-      });
-    });
-  }
-
-  get alive(): boolean {
-    return !this.#closed && this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  /** The first log line matching `match`, waiting for it; fails at once if the process ends first. */
-  async waitFor(match: (line: Line) => boolean, timeoutMs = 15_000): Promise<Line> {
-    const until = performance.now() + timeoutMs;
-    for (;;) {
-      const found = this.lines.find(match);
-      if (found) return found;
-      if (!this.alive) throw new Error(`the CLI ended before the expected line\n${this.describe()}`);
-      if (performance.now() > until)
-        throw new Error(`no expected line within ${timeoutMs} ms\n${this.describe()}`);
-      await sleep(20);
-    }
-  }
-
-  async exit(timeoutMs: number): Promise<Exit> {
-    const exit = await Promise.race([this.exited, sleep(timeoutMs).then(() => undefined)]);
-    if (exit) return exit;
-    this.child.kill('SIGKILL');
-    throw new Error(`the CLI did not exit within ${timeoutMs} ms\n${this.describe()}`);
-  }
-
-  describe(): string {
-    const tail = (s: string): string => s.trimEnd().split('\n').slice(-30).join('\n');
-    return [
-      `--- CLI (pid ${this.child.pid}, exit ${this.child.exitCode}, signal ${this.child.signalCode})`,
-      `stderr:\n${tail(this.stderr) || '(empty)'}`,
-      `stdout (tail):\n${tail(this.stdout) || '(empty)'}`,
-    ].join('\n');
+    super('CLI', [CLI, ...args], { ...cleanEnv(), ...env }, { waitForMs: 15_000 });
   }
 }
 
@@ -142,26 +62,11 @@ describe('sqs-redlock-worker CLI', () => {
   const redis = useRedisNodes(3);
   const env = useSqs();
   let ledgerClient: Redis;
-  const spawned: CliProcess[] = [];
+  const spawned = useProcesses<CliProcess>();
 
-  const killAllSync = (): void => {
-    for (const p of spawned) if (p.alive) p.child.kill('SIGKILL');
-  };
   beforeAll(() => {
     // The ledger lives on the first quorum node, under its own prefix (no faults in this file).
     ledgerClient = redis.clients()[0] as Redis;
-    process.once('exit', killAllSync);
-  });
-  afterEach(async (context) => {
-    killAllSync();
-    await Promise.all(spawned.map((p) => p.exited));
-    if (context.task.result?.state === 'fail')
-      for (const p of spawned) process.stderr.write(`${p.describe()}\n`);
-    spawned.length = 0;
-  });
-  afterAll(() => {
-    killAllSync();
-    process.off('exit', killAllSync);
   });
 
   function cli(args: string[], extra: Record<string, string> = {}): CliProcess {

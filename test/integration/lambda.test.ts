@@ -19,6 +19,7 @@ import {
   recordToMessage,
   siblingQueueUrl,
 } from '../../src/runtime/lambda.ts';
+import { MESSAGE_EVENTS } from '../helpers/events.ts';
 import { type Job, jobs, LedgerHandler } from '../helpers/handlers.ts';
 import { Ledger } from '../helpers/ledger.ts';
 import { redlockOver, silentLogger } from '../helpers/lock.ts';
@@ -87,19 +88,9 @@ function toRecord(message: Message, queueName: string): SQSRecord {
 type Recorded = { [K in keyof LambdaEvents]: LambdaEvents[K][0][] };
 
 function record(handler: LambdaHandler): Recorded {
-  const names: (keyof LambdaEvents)[] = [
-    'message_processed',
-    'duplicate_skipped',
-    'lock_contended',
-    'quorum_unavailable',
-    'poison_message',
-    'handler_error',
-    'lock_lost',
-    'message_released',
-    'sqs_error',
-  ];
-  const events = Object.fromEntries(names.map((n) => [n, []])) as unknown as Recorded;
-  for (const name of names) handler.events.on(name, (e: unknown) => (events[name] as unknown[]).push(e));
+  const events = Object.fromEntries(MESSAGE_EVENTS.map((n) => [n, []])) as unknown as Recorded;
+  for (const name of MESSAGE_EVENTS)
+    handler.events.on(name, (e: unknown) => (events[name] as unknown[]).push(e));
   return events;
 }
 

@@ -3,115 +3,29 @@
  * process, real redis-server quorum nodes, and a Ledger on its own redis node that every process
  * writes to: what one process cannot see about another, the ledger records.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { jobs } from '../helpers/handlers.ts';
 import { Ledger } from '../helpers/ledger.ts';
 import { eventually, sleep } from '../helpers/lock.ts';
+import { NodeProcess, useProcesses } from '../helpers/processes.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 import { sendMessages, useSqs } from '../helpers/sqs.ts';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/worker-process.ts', import.meta.url));
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** One JSON line the fixture printed on stdout. */
 type Line = { event?: string } & Record<string, unknown>;
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-/** A spawned worker process, with its output collected and its stdout parsed into JSON lines. */
-class WorkerProcess {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly lines: Line[] = [];
-  readonly exited: Promise<Exit>;
-  stdout = '';
-  stderr = '';
-  #closed = false;
-  #partial = '';
-
+/** A worker process (test/fixtures/worker-process.ts), its JSON lines parsed. */
+class WorkerProcess extends NodeProcess<Line> {
   constructor(name: string, env: Record<string, string>) {
-    this.name = name;
-    // process.execPath: the Node running vitest (24, with type stripping), not whatever `node` is on PATH.
-    this.child = spawn(process.execPath, [FIXTURE], {
-      cwd: ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.child.stdout?.setEncoding('utf8');
-    this.child.stderr?.setEncoding('utf8');
-    this.child.stdout?.on('data', (chunk: string) => {
-      this.stdout += chunk;
-      const parts = (this.#partial + chunk).split('\n');
-      this.#partial = parts.pop() ?? '';
-      for (const part of parts) {
-        try {
-          this.lines.push(JSON.parse(part) as Line);
-        } catch {
-          // Not ours (e.g. a stray warning): kept in `stdout` for the diagnostics.
-        }
-      }
-    });
-    this.child.stderr?.on('data', (chunk: string) => {
-      this.stderr += chunk;
-    });
-    // 'close' (not 'exit'): stdout and stderr are fully read by then.
-    this.exited = new Promise((resolve) => {
-      this.child.once('close', (code, signal) => {
-        this.#closed = true;
-        resolve({ code, signal });
-      });
-      this.child.once('error', (error) => {
-        this.stderr += `\nspawn error: ${error.message}`;
-        this.#closed = true;
-        resolve({ code: null, signal: null });
-      });
-    });
-  }
-
-  get alive(): boolean {
-    return !this.#closed && this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  /** The first line matching `match`, waiting for it; fails at once if the process ends first. */
-  async waitFor(match: (line: Line) => boolean, timeoutMs = 20_000): Promise<Line> {
-    const until = performance.now() + timeoutMs;
-    for (;;) {
-      const found = this.lines.find(match);
-      if (found) return found;
-      if (!this.alive) throw new Error(`${this.name} ended before the expected line\n${this.describe()}`);
-      if (performance.now() > until) {
-        throw new Error(`${this.name}: no expected line within ${timeoutMs} ms\n${this.describe()}`);
-      }
-      await sleep(20);
-    }
-  }
-
-  /** SIGTERM, then the exit; SIGKILL if it does not exit within `timeoutMs`. */
-  async terminate(timeoutMs = 20_000): Promise<Exit> {
-    if (this.alive) this.child.kill('SIGTERM');
-    const exit = await Promise.race([this.exited, sleep(timeoutMs).then(() => undefined)]);
-    if (exit) return exit;
-    this.child.kill('SIGKILL');
-    throw new Error(`${this.name} did not exit within ${timeoutMs} ms of SIGTERM\n${this.describe()}`);
+    super(name, [FIXTURE], { ...process.env, ...env }, { waitForMs: 20_000 });
   }
 
   summary(): Line | undefined {
     return this.lines.find((l) => l.event === 'summary');
-  }
-
-  describe(): string {
-    const tail = (s: string): string => s.trimEnd().split('\n').slice(-30).join('\n');
-    return [
-      `--- ${this.name} (pid ${this.child.pid}, exit ${this.child.exitCode}, signal ${this.child.signalCode})`,
-      `stderr:\n${tail(this.stderr) || '(empty)'}`,
-      `stdout (tail):\n${tail(this.stdout) || '(empty)'}`,
-    ].join('\n');
   }
 }
 
@@ -120,28 +34,10 @@ describe('Worker processes', () => {
   const ledgerNode = useRedisNodes(1);
   const env = useSqs();
   let ledgerClient: Redis;
-  const spawned: WorkerProcess[] = [];
-
-  /** Last resort: a crashed vitest worker must not leave worker processes behind. */
-  const killAllSync = (): void => {
-    for (const p of spawned) if (p.alive) p.child.kill('SIGKILL');
-  };
+  const spawned = useProcesses<WorkerProcess>();
 
   beforeAll(() => {
     ledgerClient = ledgerNode.clients()[0] as Redis;
-    process.once('exit', killAllSync);
-  });
-  afterEach(async (context) => {
-    killAllSync();
-    await Promise.all(spawned.map((p) => p.exited));
-    // On failure, print what every process of the test wrote (stderr first: crashes, then stdout's tail).
-    if (context.task.result?.state === 'fail')
-      for (const p of spawned) process.stderr.write(`${p.describe()}\n`);
-    spawned.length = 0;
-  });
-  afterAll(() => {
-    killAllSync();
-    process.off('exit', killAllSync);
   });
 
   function startProcess(name: string, queueUrl: string, prefix: string, extra: Record<string, string> = {}) {
