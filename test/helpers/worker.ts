@@ -7,7 +7,7 @@ import type {
 } from '../../src/index.ts';
 import { Worker } from '../../src/index.ts';
 import { MESSAGE_EVENTS } from './events.ts';
-import { redlockOver, silentLogger } from './lock.ts';
+import { eventually, redlockOver, silentLogger } from './lock.ts';
 import type { RedisNodes } from './redis-nodes.ts';
 import type { SqsEnv } from './sqs.ts';
 
@@ -35,7 +35,10 @@ export function workerFactory(redis: RedisNodes, env: SqsEnv) {
       options: Partial<WorkerOptions<unknown>> & { lock?: RedlockOptions } = {},
     ): Promise<StartedWorker> {
       const { lock, ...rest } = options;
-      const { redlock } = redlockOver(redis, { ttlMs: 3_000, ...lock });
+      const { redlock, clients } = redlockOver(redis, { ttlMs: 3_000, ...lock });
+      // Connected before the first batch, so fault tests (a node paused next) do not meet the
+      // cold-start rule: a client in its first handshake is waited for up to connectTimeoutMs.
+      await eventually(async () => clients.every((c) => c.status === 'ready'));
       const worker = new Worker({
         queueUrl,
         sqs: env.sqs,

@@ -114,7 +114,10 @@ describe('Redlock under faults', () => {
 
   describe('lock loss', () => {
     it('aborts the signal with LockLostError within one tick after validity ends when the majority is paused', async () => {
-      const { redlock } = redlockOver(redis, { ttlMs: 300, commandTimeoutMs: 50 });
+      const { redlock, clients } = redlockOver(redis, { ttlMs: 300, commandTimeoutMs: 50 });
+      // Connected first: a client still in its first handshake with a node about to be paused would be
+      // waited for (up to connectTimeoutMs), which is the cold-start rule, not what this test is about.
+      await eventually(async () => clients.every((c) => c.status === 'ready'));
       const events: LockLostEvent[] = [];
       redlock.on('lock_lost', (e) => events.push(e));
       const lock: Lock = await redlock.acquire('lost:1');
