@@ -23,6 +23,7 @@ import type { Message } from '@aws-sdk/client-sqs';
 import { Redis } from 'ioredis';
 import { BaseHandler, type HandlerContext } from '../src/index.ts';
 import { Ledger } from '../test/helpers/ledger.ts';
+import { sleepUnlessAborted } from '../test/helpers/lock.ts';
 import { type ChaosJob, unitHash } from './schedule.ts';
 
 /** One step of a run, as the orchestrator reads it. */
@@ -107,23 +108,6 @@ function numberFromEnv(name: string, fallback: number): number {
   return value;
 }
 
-/** Sleeps `ms`, returning early when `signal` aborts (also when it already has). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) {
-      resolve();
-      return;
-    }
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
-
 export default class ChaosHandler extends BaseHandler<ChaosJob> {
   readonly #redis: Redis;
   readonly #ledger: Ledger;
@@ -173,7 +157,7 @@ export default class ChaosHandler extends BaseHandler<ChaosJob> {
     }
     await this.#ledger.begin(job.id);
     try {
-      await sleep(job.workMs, ctx.signal);
+      await sleepUnlessAborted(job.workMs, ctx.signal);
       if (this.#pauses.pausedSince(started)) {
         // The GC-pause story: this process was frozen past its lock TTL. A handler that checked its
         // signal just before the freeze writes now, with a token another holder has superseded.

@@ -16,6 +16,7 @@ import type { Message } from '@aws-sdk/client-sqs';
 import { Redis } from 'ioredis';
 import { BaseHandler, type HandlerContext } from '../src/index.ts';
 import { Ledger } from '../test/helpers/ledger.ts';
+import { sleepUnlessAborted } from '../test/helpers/lock.ts';
 
 /** The body of a valid demo message. */
 export interface DemoJob {
@@ -65,18 +66,4 @@ export default class DemoHandler extends BaseHandler<DemoJob> {
   async close(): Promise<void> {
     await this.#redis.quit().catch(() => this.#redis.disconnect());
   }
-}
-
-/** Sleeps `ms`, returning early when `signal` aborts. */
-function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

@@ -1,6 +1,7 @@
 import type { Message } from '@aws-sdk/client-sqs';
 import { BaseHandler, type HandlerContext } from '../../src/index.ts';
 import type { Ledger } from './ledger.ts';
+import { sleepUnlessAborted } from './lock.ts';
 
 /** The body every test message carries. */
 export interface Job {
@@ -58,19 +59,6 @@ export class LedgerHandler extends BaseHandler<Job> {
       await this.ledger.end(job.id);
     }
   }
-}
-
-/** Sleeps `ms`, returning early when `signal` aborts (a well-behaved handler stops when told). */
-export function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 export function jobs(

@@ -40,6 +40,26 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * Sleeps `ms`, returning early when `signal` aborts (at once if it already has): how a well-behaved
+ * handler does its work. Shared by the test handlers, the demo and the chaos suite.
+ */
+export function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
 /** Resolves when `signal` aborts, with the time it took. */
 export function whenAborted(signal: AbortSignal): Promise<number> {
   const started = performance.now();
