@@ -9,6 +9,13 @@ export type NodeReply =
   | { readonly ok: true; readonly replies: unknown[] }
   | { readonly ok: false; readonly error: Error };
 
+/**
+ * How many locks may wait in unanswered calls to one node before further calls are refused (a hung
+ * node then costs a few MB, not memory that grows with every message). Far above what a healthy node
+ * ever has in flight: one call per batch, answered within a millisecond or so.
+ */
+export const MAX_UNANSWERED_LOCKS = 10_000;
+
 export interface NodeTimeouts {
   readonly commandTimeoutMs: number;
   readonly connectTimeoutMs: number;
@@ -27,12 +34,19 @@ export class RedisNode {
   /** True once the first connection attempt succeeded or failed: from then on only `ready` is waited for by nobody. */
   #firstAttemptSettled: boolean;
   #firstAttempt: Promise<void> | undefined;
+  /** Locks in calls sent to this node and not answered yet. */
+  #unanswered = 0;
 
   constructor(client: RedisClient, index: number, timeouts: NodeTimeouts) {
     this.client = client;
     this.label = labelOf(client, index);
     this.#timeouts = timeouts;
     this.#firstAttemptSettled = client.status === 'ready' || client.status === 'end';
+  }
+
+  /** Locks in calls sent to this node and not answered yet: grows only while it is slow or not answering. */
+  get backlog(): number {
+    return this.#unanswered;
   }
 
   /** Commands may be sent now, and answers are bounded by the caller's shared deadline. */
@@ -43,6 +57,10 @@ export class RedisNode {
   /**
    * Sends `script` over all `items` in one round trip (one per key slot on a Cluster). No timeout of
    * its own (the caller bounds it) and never rejects: a failure is a "no".
+   *
+   * A node that stops answering with its connection open (SIGSTOP, a partition without a reset) would
+   * otherwise collect every call in the client's queue until it answers: past MAX_UNANSWERED_LOCKS
+   * locks in calls it has not answered, a call is refused at once instead, so memory stays bounded.
    */
   send(
     script: LuaScript,
@@ -50,18 +68,32 @@ export class RedisNode {
     items: readonly ScriptItem[],
   ): Promise<NodeReply> {
     if (items.length === 0) return Promise.resolve({ ok: true, replies: [] });
+    if (this.#unanswered + items.length > MAX_UNANSWERED_LOCKS) {
+      return Promise.resolve({
+        ok: false,
+        error: new Error(
+          `${this.label}: not sent: ${this.#unanswered} locks wait for this node's answer (it is not answering)`,
+        ),
+      });
+    }
+    this.#unanswered += items.length;
     const call = this.client.isCluster
       ? Promise.all(items.map((item) => this.#evalBatch(script, shared, [item]))).then((r) => r.flat())
       : this.#evalBatch(script, shared, items);
     return call.then(
-      (replies): NodeReply =>
-        replies.length === items.length
+      (replies): NodeReply => {
+        this.#unanswered -= items.length;
+        return replies.length === items.length
           ? { ok: true, replies }
           : {
               ok: false,
               error: new Error(`${this.label}: ${script.name} answered ${replies.length} of ${items.length}`),
-            },
-      (error: unknown): NodeReply => ({ ok: false, error: asError(error) }),
+            };
+      },
+      (error: unknown): NodeReply => {
+        this.#unanswered -= items.length;
+        return { ok: false, error: asError(error) };
+      },
     );
   }
 

@@ -8,6 +8,7 @@ import {
   QuorumUnavailableError,
   type Redlock,
 } from '../../src/index.ts';
+import { MAX_UNANSWERED_LOCKS } from '../../src/lock/node.ts';
 import { eventually, redlockOver, sleep, whenAborted } from '../helpers/lock.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 
@@ -109,6 +110,46 @@ describe('Redlock under faults', () => {
       // The paused node ran our late acquire on resume, and the rollback queued behind it undid it.
       const again = await eventually(() => redlock.acquire('p:1', { retryCount: 0 }).catch(() => undefined));
       await again.release();
+    });
+  });
+
+  describe('a node that stops answering', () => {
+    it('refuses calls to a paused node past a bounded backlog instead of queueing them, and recovers on SIGCONT', async () => {
+      const { redlock, clients } = redlockOver(redis, { commandTimeoutMs: 50, autoExtend: false });
+      await redlock.quorumStatus(); // connected: the first handshake is not what this tests
+      const node = redlock.nodes[2];
+      const client = clients[2];
+      if (!node || !client) throw new Error('3 nodes expected');
+      let sent = 0;
+      const send = client.sendCommand.bind(client);
+      client.sendCommand = ((...args: Parameters<typeof send>) => {
+        sent++;
+        return send(...args);
+      }) as typeof client.sendCommand;
+
+      redis.nodes[2]?.pause();
+      let granted = 0;
+      let completed = 0;
+      for (let round = 0; round < 1_200; round++) {
+        const keys = Array.from({ length: 10 }, (_, i) => `hung:${round}:${i}`);
+        const locks = (await redlock.acquireMany(keys, { retryCount: 0 })).filter(isLock);
+        granted += locks.length;
+        completed += (await redlock.completeMany(locks)).filter(Boolean).length;
+        expect(node.backlog).toBeLessThanOrEqual(MAX_UNANSWERED_LOCKS);
+      }
+      // Work went on at the quorum of the other two. The paused node was sent calls only until the
+      // bound (10 locks each), then refused the rest (14,000 locks' worth) instead of queueing them.
+      expect(granted).toBe(12_000);
+      expect(completed).toBe(12_000);
+      expect(sent).toBe(MAX_UNANSWERED_LOCKS / 10);
+      expect(node.backlog).toBe(MAX_UNANSWERED_LOCKS);
+
+      redis.nodes[2]?.resume();
+      await eventually(async () => node.backlog === 0, 5_000);
+      const [lock] = (await redlock.acquireMany(['hung:after'], { retryCount: 0 })).filter(isLock);
+      expect(lock).toBeDefined();
+      expect(await client.get('srw:{hung:after}:lock')).toBe(lock?.value);
+      await redlock.quit();
     });
   });
 
