@@ -155,8 +155,12 @@ const REGION = 'us-east-1';
 const FIND_MOMENT_MS = 8_000;
 /** A GC pause lasts at least this much past the lock TTL and the visibility timeout... */
 const GC_MARGIN_MS = 1_000;
-/** ...and at most this long: past it, the frozen worker is killed instead of resumed. */
-const GC_MAX_MS = 16_000;
+/**
+ * ...and at most this long: past it, the frozen worker is killed instead of resumed. Taking its messages
+ * over can need several backoffs when the pause overlaps a quorum loss (a lost lock, no quorum): 24 s
+ * leaves room for that within the short profile's budget.
+ */
+const GC_MAX_MS = 24_000;
 /** Runs a resumed worker starts this soon after SIGCONT count as part of the GC pause. */
 const AFTER_RESUME_MS = 500;
 

@@ -116,7 +116,6 @@ export async function runBatch<T>(
     }
   });
 
-  const succeeded: { message: Message; lock: Lock; durationMs: number; late: boolean }[] = [];
   const running: InFlightMessage[] = locked.map(({ item, lock }) => ({
     message: item.message,
     lock,
@@ -125,12 +124,25 @@ export async function runBatch<T>(
   const runningOf = new Map(running.map((r) => [r.message, r]));
   const hydratedOf = new Map(hydrated.map((h) => [h.message, h]));
   const settledEarly = new Set<Message>(deps.settleEarly ? outcomes.keys() : []);
-  const early =
-    settledEarly.size > 0
-      ? deps.settleEarly?.(
-          [...settledEarly].map((message) => ({ message, outcome: outcomes.get(message) as Outcome })),
-        )
-      : undefined;
+  const settling: Promise<void>[] = [];
+  if (settledEarly.size > 0) {
+    settling.push(
+      deps.settleEarly?.(
+        [...settledEarly].map((message) => ({ message, outcome: outcomes.get(message) as Outcome })),
+      ) ?? Promise.resolve(),
+    );
+  }
+  const finisher = new Finisher(deps, outcomes, (finished) => {
+    // Settled as soon as its lock has ended, not when the batch's slowest handler is done: a slow
+    // neighbour must not hold a finished message's deletion (and its marker) back.
+    if (!deps.settleEarly) return;
+    for (const f of finished) settledEarly.add(f.message);
+    settling.push(
+      deps.settleEarly(
+        finished.map(({ message }) => ({ message, outcome: outcomes.get(message) as Outcome })),
+      ),
+    );
+  });
   deps.inFlight?.add(running);
   try {
     await Promise.all(
@@ -147,7 +159,7 @@ export async function runBatch<T>(
           if (blocked || deps.shutdown.aborted) {
             // FIFO: an earlier message of this group did not succeed, so this one must wait for it.
             const reason = blocked ? 'fifo_order' : 'shutdown';
-            outcomes.set(message, { kind: 'skipped', lockKey: item.lockKey, reason });
+            finisher.finish(entry, { kind: 'skipped', lockKey: item.lockKey, reason });
             blocked = deps.fifo;
             continue;
           }
@@ -155,61 +167,18 @@ export async function runBatch<T>(
           const outcome = await runHandler(deps, item, entry);
           const durationMs = performance.now() - started;
           if (outcome === undefined || outcome === LATE) {
-            succeeded.push({ message, lock: entry.lock, durationMs, late: outcome === LATE });
-          } else outcomes.set(message, outcome);
+            finisher.finish(entry, { durationMs, late: outcome === LATE });
+          } else finisher.finish(entry, outcome);
           blocked = deps.fifo && outcome !== undefined;
         }
       }),
     );
   } finally {
-    deps.inFlight?.remove(running);
-    // The one place where this batch's locks end: successes are completed, everything else released.
-    const successLocks = new Set(succeeded.map((s) => s.lock));
-    const [marked] = await Promise.all([
-      deps.redlock.completeMany(
-        succeeded.map((s) => s.lock),
-        {
-          claimExpired: true,
-          ...(deps.completionTtlMs === undefined ? {} : { ttlMs: deps.completionTtlMs }),
-        },
-      ),
-      deps.redlock.releaseMany(running.map((r) => r.lock).filter((lock) => !successLocks.has(lock))),
-    ]);
-    succeeded.forEach((s, i) => {
-      const { key: lockKey, fencingToken } = s.lock;
-      const ok = marked[i] === true;
-      const log = { messageId: s.message.MessageId, lockKey, fencingToken };
-      if (s.late && !ok) {
-        // Someone may have been granted the key after our validity ended: our success cannot count.
-        const error = s.lock.signal.reason ?? new Error('lock validity ran out before the work was complete');
-        deps.logger.error(
-          'lock lost while the handler ran: not deleted, not marked; the fencing token guards downstream writes',
-          { ...log, err: serializeError(error), handlerSucceeded: true },
-        );
-        outcomes.set(s.message, { kind: 'lock_lost', lockKey, fencingToken, error });
-        return;
-      }
-      if (s.late)
-        deps.logger.warn(
-          'lock validity ran out while the handler ran, but no one claimed the key: completed',
-          log,
-        );
-      if (!ok) {
-        deps.logger.warn(
-          'completion marker not written (no quorum); the message is deleted, but a later duplicate delivery would run again',
-          log,
-        );
-      }
-      outcomes.set(s.message, {
-        kind: 'processed',
-        lockKey,
-        fencingToken,
-        durationMs: s.durationMs,
-        marked: ok,
-      });
-    });
+    // Every lock of the batch ends here at the latest: the finisher completes the successes and releases
+    // the rest as they finish; what never finished (an unexpected throw) is released now.
+    await finisher.endAll(running);
   }
-  await early;
+  await Promise.all(settling);
   return messages
     .filter((message) => !settledEarly.has(message))
     .map((message) => ({
@@ -220,6 +189,111 @@ export async function runBatch<T>(
         error: undefined,
       },
     }));
+}
+
+/** A locked message whose handler succeeded, before its completion marker is written. */
+interface Success {
+  readonly durationMs: number;
+  /** Its lock's validity ran out while the handler ran: completed only if no one claimed the key since. */
+  readonly late: boolean;
+}
+
+/**
+ * Ends the locks of finished messages: successes are completed (marker + release), everything else is
+ * released. Messages that finish in the same turn of the event loop share one round trip per node, so a
+ * batch of quick handlers still costs one call, and a slow handler holds no one else back.
+ */
+class Finisher<T> {
+  readonly #deps: PipelineDeps<T>;
+  readonly #outcomes: Map<Message, Outcome>;
+  readonly #onEnded: (finished: readonly InFlightMessage[]) => void;
+  #pending: { entry: InFlightMessage; result: Outcome | Success }[] = [];
+  readonly #flushes = new Set<Promise<void>>();
+  readonly #ended = new Set<InFlightMessage>();
+
+  constructor(
+    deps: PipelineDeps<T>,
+    outcomes: Map<Message, Outcome>,
+    onEnded: (finished: readonly InFlightMessage[]) => void,
+  ) {
+    this.#deps = deps;
+    this.#outcomes = outcomes;
+    this.#onEnded = onEnded;
+  }
+
+  finish(entry: InFlightMessage, result: Outcome | Success): void {
+    this.#ended.add(entry);
+    this.#pending.push({ entry, result });
+    if (this.#pending.length > 1) return;
+    // setImmediate, not a microtask: handlers that finish in the same turn (a batch of quick ones) are
+    // all pending by then.
+    const flush = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#flush());
+    this.#flushes.add(flush);
+    void flush.finally(() => this.#flushes.delete(flush));
+  }
+
+  /** Waits for every flush, then releases the locks of messages that never finished. */
+  async endAll(running: readonly InFlightMessage[]): Promise<void> {
+    while (this.#flushes.size > 0) await Promise.all(this.#flushes);
+    const unfinished = running.filter((entry) => !this.#ended.has(entry));
+    if (unfinished.length === 0) return;
+    this.#deps.inFlight?.remove(unfinished);
+    await this.#deps.redlock.releaseMany(unfinished.map((entry) => entry.lock));
+  }
+
+  async #flush(): Promise<void> {
+    const batch = this.#pending;
+    this.#pending = [];
+    const deps = this.#deps;
+    deps.inFlight?.remove(batch.map((b) => b.entry));
+    const succeeded: { entry: InFlightMessage; success: Success }[] = [];
+    const others: { entry: InFlightMessage; outcome: Outcome }[] = [];
+    for (const { entry, result } of batch) {
+      if ('kind' in result) others.push({ entry, outcome: result });
+      else succeeded.push({ entry, success: result });
+    }
+    const [marked] = await Promise.all([
+      deps.redlock.completeMany(
+        succeeded.map((s) => s.entry.lock),
+        {
+          claimExpired: true,
+          ...(deps.completionTtlMs === undefined ? {} : { ttlMs: deps.completionTtlMs }),
+        },
+      ),
+      deps.redlock.releaseMany(others.map((o) => o.entry.lock)),
+    ]);
+    for (const { entry, outcome } of others) this.#outcomes.set(entry.message, outcome);
+    succeeded.forEach(({ entry, success }, i) => {
+      this.#outcomes.set(entry.message, this.#completed(entry, success, marked[i] === true));
+    });
+    this.#onEnded(batch.map((b) => b.entry));
+  }
+
+  /** The outcome of a success once the completion answered: processed, or lock_lost for a late one that was claimed. */
+  #completed(entry: InFlightMessage, s: Success, ok: boolean): Outcome {
+    const { message, lock } = entry;
+    const { key: lockKey, fencingToken } = lock;
+    const log = { messageId: message.MessageId, lockKey, fencingToken };
+    const logger = this.#deps.logger;
+    if (s.late && !ok) {
+      // Someone may have been granted the key after our validity ended: our success cannot count.
+      const error = lock.signal.reason ?? new Error('lock validity ran out before the work was complete');
+      logger.error(
+        'lock lost while the handler ran: not deleted, not marked; the fencing token guards downstream writes',
+        { ...log, err: serializeError(error), handlerSucceeded: true },
+      );
+      return { kind: 'lock_lost', lockKey, fencingToken, error };
+    }
+    if (s.late)
+      logger.warn('lock validity ran out while the handler ran, but no one claimed the key: completed', log);
+    if (!ok) {
+      logger.warn(
+        'completion marker not written (no quorum); the message is deleted, but a later duplicate delivery would run again',
+        log,
+      );
+    }
+    return { kind: 'processed', lockKey, fencingToken, durationMs: s.durationMs, marked: ok };
+  }
 }
 
 async function hydrate<T>(

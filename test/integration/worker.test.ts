@@ -114,6 +114,30 @@ describe('Worker', () => {
     expect(dead.map((m) => m.Body)).toEqual(['not json']);
   });
 
+  it('completes and deletes each message as its handler finishes: a slow one holds none of its batch back', async () => {
+    const { queueUrl, queueName } = env.createQueue('slow-neighbour');
+    const ledger = new Ledger(ledgerClient, 'slow-neighbour');
+    const quick = jobs(4, 'quick');
+    const [slow] = jobs(1, 'slow', { workMs: 3_000 });
+    // Sent before the worker starts, so one receive takes all five as one batch.
+    await sendMessages(env.sqs, queueUrl, [...quick, slow as { body: string; id: string }]);
+    const { events, redlock } = await startWorker(new LedgerHandler(ledger), queueUrl);
+
+    await eventually(async () => events.message_processed.length === 4, 2_000);
+    // The slow handler is still running: the quick ones are marked complete and gone from the queue.
+    expect((await ledger.report(['slow-0'])).applied).toBe(0);
+    expect(events.message_processed.every((e) => e.marked)).toBe(true);
+    expect(env.counts(queueName).total).toBe(1);
+    const [duplicate] = await redlock.acquireMany([events.message_processed[0]?.lockKey ?? '?'], {
+      retryCount: 0,
+    });
+    expect(duplicate && 'reason' in duplicate && duplicate.reason).toBe('done');
+
+    await eventually(async () => events.message_processed.length === 5, 10_000);
+    const report = await ledger.report([...quick, slow].map((j) => j?.id ?? ''));
+    expect(report).toMatchObject({ applied: 5, lost: 0, appliedTwice: 0 });
+  });
+
   it('retries a failing handler with growing visibility, then the queue redrives it to the DLQ', async () => {
     const { queueUrl, queueName, dlqUrl } = env.createQueue('failing', { maxReceiveCount: 3 });
     const ledger = new Ledger(ledgerClient, 'failing');

@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type PipelineDeps, runBatch } from '../../src/handler/pipeline.ts';
+import { BaseHandler, type Message, type Redlock } from '../../src/index.ts';
+import { loadScripts, redlockOver, scriptCalls, silentLogger, sleep } from '../helpers/lock.ts';
+import { useRedisNodes } from '../helpers/redis-nodes.ts';
+
+/** Works as many ms as its message body says. */
+class TimedHandler extends BaseHandler<number> {
+  hydrate(message: Message): number {
+    return Number(message.Body);
+  }
+  async handle(workMs: number): Promise<void> {
+    await sleep(workMs);
+  }
+}
+
+function messages(bodies: readonly number[]): Message[] {
+  return bodies.map((body) => ({ MessageId: randomUUID(), ReceiptHandle: randomUUID(), Body: String(body) }));
+}
+
+describe('runBatch: ending each lock as its handler finishes', () => {
+  const redis = useRedisNodes(3);
+  let redlock: Redlock;
+
+  beforeAll(async () => {
+    const over = redlockOver(redis);
+    redlock = over.redlock;
+    await loadScripts(over.clients);
+  });
+  afterAll(() => redlock.quit());
+
+  function deps(
+    handler: TimedHandler,
+    settleEarly?: PipelineDeps<number>['settleEarly'],
+  ): PipelineDeps<number> {
+    return {
+      handler,
+      redlock,
+      logger: silentLogger,
+      fifo: false,
+      autoExtendLocks: true,
+      completionTtlMs: undefined,
+      shutdown: new AbortController().signal,
+      logBodies: false,
+      ...(settleEarly ? { settleEarly } : {}),
+    };
+  }
+
+  it('completes a batch of handlers that finish together in one call per node', async () => {
+    await Promise.all(redis.nodes.map((n) => n.resetStats()));
+    const outcomes = await runBatch(deps(new TimedHandler()), messages(Array(10).fill(0)));
+    expect(outcomes.map((o) => o.outcome.kind)).toEqual(Array(10).fill('processed'));
+    // One acquire and one complete per node for the ten.
+    expect(await scriptCalls(redis)).toEqual([2, 2, 2]);
+  });
+
+  it('settles each message once its own lock has ended, not when the slowest handler is done', async () => {
+    const handler = new TimedHandler();
+    const settled: { body: string; at: number; kind: string }[] = [];
+    const batch = messages([0, 0, 300, 600]);
+    const started = performance.now();
+    const rest = await runBatch(
+      deps(handler, async (outcomes) => {
+        for (const { message, outcome } of outcomes) {
+          settled.push({ body: message.Body ?? '', at: performance.now() - started, kind: outcome.kind });
+        }
+      }),
+      batch,
+    );
+    expect(rest).toEqual([]); // everything went through settleEarly
+    expect(settled.map((s) => [s.body, s.kind])).toEqual([
+      ['0', 'processed'],
+      ['0', 'processed'],
+      ['300', 'processed'],
+      ['600', 'processed'],
+    ]);
+    const at = (body: string): number => settled.find((s) => s.body === body)?.at ?? Number.NaN;
+    expect(at('0')).toBeLessThan(250);
+    expect(at('300')).toBeLessThan(550);
+    expect(at('600')).toBeGreaterThanOrEqual(600);
+    // Every key carries its completion marker: a redelivery is acked as a duplicate.
+    const again = await redlock.acquireMany(
+      batch.map((m) => m.MessageId as string),
+      { retryCount: 0 },
+    );
+    expect(again.map((r) => ('reason' in r ? r.reason : 'lock'))).toEqual(['done', 'done', 'done', 'done']);
+  });
+});
