@@ -1,13 +1,17 @@
 /**
- * One report, every peer side by side in one run: the worker throughput of no lock, this project and two
- * per-message Redlock peers under four Redis scenarios, then the cost of keeping 1,000 long-running locks
- * alive. Prints a markdown report and writes it to bench/RESULTS.md (overwritten each run).
+ * One report, every peer side by side in one run: the worker throughput of no lock, this project, two
+ * per-message Redlock peers and a transport-floor diagnostic row under four Redis scenarios and one with
+ * SQS latency, then the cost of keeping 1,000 long-running locks alive. Prints a markdown report and writes
+ * it to bench/RESULTS.md (overwritten each run).
  *
  *   npm run bench            # markdown on stdout (and in bench/RESULTS.md), progress on stderr
  *   npm run bench -- --json  # raw numbers as JSON on stdout instead (bench/RESULTS.md is still written)
  *   npm run bench -- --quick # smoke run (1 round, few messages, 5 s hold): checks the harness, writes nothing
  *   npm run bench -- --only=no-lock,ours --scenarios=paused-1-of-3 --long-running=no   # a part, e.g. under
  *                                                   # --cpu-prof; a partial run does not write RESULTS.md
+ *
+ * Row ids (--only=): no-lock, ours, redis-semaphore, sesame, floor. Scenario ids (--scenarios=): healthy-3,
+ * sqs-latency-3, healthy-5, killed-1-of-3, paused-1-of-3.
  *
  * Setup: one fauxqs SQS emulator in this process (test/helpers/sqs.ts) and 5 redis-server processes
  * (test/helpers/redis-nodes.ts), started once and shared by every row. Every worker run gets a fresh
@@ -32,11 +36,23 @@
  *   auto-extension timer: all three rows keep their locks alive while a handler runs), settings
  *   `retryCount: 0` (acquire and release: one attempt, like the others), `driftFactor` 0.01 (ours too),
  *   clients with the ioredis `commandTimeout` COMMAND_TIMEOUT_MS. It resolves as soon as a quorum voted.
+ * - transport floor (a diagnostic row, not a peer: no target compares with it): the no-lock setup plus,
+ *   per batch, before the work and after it, one PING to each of the scenario's quorum nodes that is
+ *   connected, waiting only for a quorum (floor(n/2)+1) of answers, as a batch-locking Redlock must (ours
+ *   resolves at quorum too). Its own clients, with the ioredis `commandTimeout` COMMAND_TIMEOUT_MS. What two
+ *   quorum round trips per batch cost on this machine with no Lua and no lock: roughly the ceiling of any
+ *   batch-locking engine's vs-no-lock ratio. PING is an admin command, so its Redis cmds/msg is 0; its round
+ *   trips/msg counts the PINGs.
  *
  * Scenarios: 3 healthy nodes (nodes 0-2), 5 healthy nodes (0-4), 1 of 3 killed (node 2 gets SIGKILL before
  * the scenario's rows of a round and is restarted after them) and 1 of 3 paused (node 2 gets SIGSTOP at
- * the start of every run and SIGCONT at its end). Rows are interleaved: each round runs every scenario
- * and, within it, every row, rotating both orders each round, after one discarded warm-up run per row.
+ * the start of every run and SIGCONT at its end): the targets are about these four (ISSUE_SCENARIOS).
+ * One more, "SQS at 5 ms per call" (nodes 0-2 healthy): every SQS call of every row goes through a second
+ * SQSClient of the same fauxqs server whose middleware waits SQS_LATENCY_MS before each request, a stand-in
+ * for the network and service time of real SQS (usually more: 5 ms is conservative in favour of the
+ * no-lock row); the report lists it under "Context". Rows are interleaved: each round runs every scenario
+ * and, within it, every row, rotating both orders each round, after one discarded warm-up run per row
+ * (3 healthy nodes; the delayed SQS client gets a few warm-up calls of its own).
  * The nodes are flushed and their stats reset before every run.
  *
  * Measured per run: msg/s = messages / (last delete - first receive); receive -> delete latency per
@@ -57,7 +73,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import type { Message } from '@aws-sdk/client-sqs';
+import { ListQueuesCommand, type Message, SQSClient } from '@aws-sdk/client-sqs';
 import { Redlock as SesameRedlock } from '@sesamecare-oss/redlock';
 import type { Redis } from 'ioredis';
 import { RedlockMutex } from 'redis-semaphore';
@@ -130,7 +146,7 @@ function pick<T extends string>(name: string, all: readonly T[]): T[] {
 }
 
 /** Messages per measured run, the same for every row of every scenario. */
-const MESSAGES = QUICK ? 200 : 800;
+const MESSAGES = QUICK ? 200 : 2_000;
 /** Messages of the discarded warm-up run of every row (3 healthy nodes). */
 const WARMUP_MESSAGES = QUICK ? 50 : 300;
 /** sqs-consumer pollers per row (the Worker's `concurrency`); each handles one batch at a time. */
@@ -154,6 +170,11 @@ const COMMAND_TIMEOUT_MS = 500;
 const TOTAL_NODES = 5;
 /** The node killed or paused in the fault scenarios (one of the 3 quorum members). */
 const FAULTY_NODE = 2;
+/** Wait before every SQS request in the "SQS at 5 ms per call" scenario, in ms (a stand-in for real SQS). */
+const SQS_LATENCY_MS = 5;
+/** Region and credentials of the delayed SQS client: those of test/helpers/sqs.ts (fauxqs checks neither). */
+const SQS_REGION = 'us-east-1';
+const SQS_CREDENTIALS = { accessKeyId: 'test', secretAccessKey: 'test' };
 /** A run that has not deleted every message by then fails (something is wrong, not slow). */
 const RUN_TIMEOUT_MS = 90_000;
 
@@ -185,7 +206,7 @@ const RESULTS_FILE = new URL('./RESULTS.md', import.meta.url);
 // ---------------------------------------------------------------------------
 // Scenarios and rows
 
-type ScenarioId = 'healthy-3' | 'healthy-5' | 'killed-1-of-3' | 'paused-1-of-3';
+type ScenarioId = 'healthy-3' | 'sqs-latency-3' | 'healthy-5' | 'killed-1-of-3' | 'paused-1-of-3';
 type Fault = 'none' | 'kill' | 'pause';
 
 interface Scenario {
@@ -194,17 +215,34 @@ interface Scenario {
   /** Quorum members: nodes 0 .. nodes-1. */
   readonly nodes: 3 | 5;
   readonly fault: Fault;
+  /** Every SQS call of every row goes through {@link Fixture.delayedSqs} (SQS_LATENCY_MS per request). */
+  readonly sqsLatency: boolean;
 }
 
 const ALL_SCENARIOS: readonly Scenario[] = [
-  { id: 'healthy-3', label: '3 healthy nodes', nodes: 3, fault: 'none' },
-  { id: 'healthy-5', label: '5 healthy nodes', nodes: 5, fault: 'none' },
-  { id: 'killed-1-of-3', label: '1 of 3 killed (SIGKILL)', nodes: 3, fault: 'kill' },
-  { id: 'paused-1-of-3', label: '1 of 3 paused (SIGSTOP)', nodes: 3, fault: 'pause' },
+  { id: 'healthy-3', label: '3 healthy nodes', nodes: 3, fault: 'none', sqsLatency: false },
+  {
+    id: 'sqs-latency-3',
+    label: `3 healthy nodes, SQS at ${SQS_LATENCY_MS} ms per call`,
+    nodes: 3,
+    fault: 'none',
+    sqsLatency: true,
+  },
+  { id: 'healthy-5', label: '5 healthy nodes', nodes: 5, fault: 'none', sqsLatency: false },
+  { id: 'killed-1-of-3', label: '1 of 3 killed (SIGKILL)', nodes: 3, fault: 'kill', sqsLatency: false },
+  { id: 'paused-1-of-3', label: '1 of 3 paused (SIGSTOP)', nodes: 3, fault: 'pause', sqsLatency: false },
 ];
+/** The scenarios the targets of the issue are about (the others are context). */
+const ISSUE_SCENARIOS: readonly ScenarioId[] = ['healthy-3', 'healthy-5', 'killed-1-of-3', 'paused-1-of-3'];
 
-type EngineId = 'no-lock' | 'ours' | 'redis-semaphore' | 'sesame';
-const ENGINES: readonly EngineId[] = pick('only', ['no-lock', 'ours', 'redis-semaphore', 'sesame'] as const);
+type EngineId = 'no-lock' | 'ours' | 'redis-semaphore' | 'sesame' | 'floor';
+const ENGINES: readonly EngineId[] = pick('only', [
+  'no-lock',
+  'ours',
+  'redis-semaphore',
+  'sesame',
+  'floor',
+] as const);
 const SCENARIOS: readonly Scenario[] = ALL_SCENARIOS.filter((s) =>
   pick(
     'scenarios',
@@ -212,6 +250,7 @@ const SCENARIOS: readonly Scenario[] = ALL_SCENARIOS.filter((s) =>
   ).includes(s.id),
 );
 const LONG_RUNNING = !process.argv.slice(2).includes('--long-running=no');
+/** The rows this project is judged against ('floor' is a diagnostic, never one of them). */
 const PEERS: readonly EngineId[] = ['redis-semaphore', 'sesame'];
 
 const ENGINE_LABELS: Record<EngineId, string> = {
@@ -219,6 +258,7 @@ const ENGINE_LABELS: Record<EngineId, string> = {
   ours: 'sqs-redlock-worker Worker',
   'redis-semaphore': 'sqs-consumer + redis-semaphore RedlockMutex per message',
   sesame: 'sqs-consumer + @sesamecare-oss/redlock using() per message',
+  floor: 'sqs-consumer + 2 quorum round trips of PING per batch (transport floor: no Lua, no locks)',
 };
 
 // ---------------------------------------------------------------------------
@@ -237,6 +277,8 @@ async function until(what: string, condition: () => boolean, timeoutMs = 10_000)
 
 interface Fixture {
   readonly sqsEnv: SqsEnv;
+  /** A second client of the same fauxqs server that waits SQS_LATENCY_MS before each request. */
+  readonly delayedSqs: SQSClient;
   readonly redis: RedisNodes;
   /** This project's lock engine over nodes 0-2 and over 0-4 (the same 5 clients). */
   readonly ours: Record<3 | 5, Redlock>;
@@ -251,10 +293,13 @@ interface Fixture {
 
 type Start = (f: Fixture, scenario: Scenario, queueUrl: string, probe: Probe) => Promise<Running>;
 
-/** What every row polls with: POLLERS pollers, BATCH, WAIT_TIME_SECONDS, VISIBILITY_TIMEOUT_SEC. */
-function polling(f: Fixture): PollSettings {
+/**
+ * What every row polls with: POLLERS pollers, BATCH, WAIT_TIME_SECONDS, VISIBILITY_TIMEOUT_SEC, through the
+ * scenario's SQS client (the delayed one in the SQS-latency scenario).
+ */
+function polling(f: Fixture, scenario: Scenario): PollSettings {
   return {
-    sqs: f.sqsEnv.sqs,
+    sqs: scenario.sqsLatency ? f.delayedSqs : f.sqsEnv.sqs,
     pollers: POLLERS,
     batchSize: BATCH,
     waitTimeSeconds: WAIT_TIME_SECONDS,
@@ -262,12 +307,25 @@ function polling(f: Fixture): PollSettings {
   };
 }
 
-const startNoLock: Start = async (f, _scenario, queueUrl, probe) =>
-  startConsumers(polling(f), queueUrl, probe, (message) => work(message.Body));
+/** A second client of the same fauxqs server whose middleware waits SQS_LATENCY_MS before each request. */
+function delayedSqsClient(endpoint: string): SQSClient {
+  const client = new SQSClient({ endpoint, region: SQS_REGION, credentials: SQS_CREDENTIALS });
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      await sleep(SQS_LATENCY_MS);
+      return next(args);
+    },
+    { step: 'finalizeRequest', name: 'benchLatency' },
+  );
+  return client;
+}
+
+const startNoLock: Start = async (f, scenario, queueUrl, probe) =>
+  startConsumers(polling(f, scenario), queueUrl, probe, (message) => work(message.Body));
 
 const startSemaphore: Start = async (f, scenario, queueUrl, probe) =>
   startConsumers(
-    polling(f),
+    polling(f, scenario),
     queueUrl,
     probe,
     underRedlockMutex(f.semaphoreClients.slice(0, scenario.nodes), LOCK_TTL_MS),
@@ -275,19 +333,68 @@ const startSemaphore: Start = async (f, scenario, queueUrl, probe) =>
 
 const startSesame: Start = async (f, scenario, queueUrl, probe) => {
   const sesame = f.sesame[scenario.nodes];
-  return startConsumers(polling(f), queueUrl, probe, (message) =>
+  return startConsumers(polling(f, scenario), queueUrl, probe, (message) =>
     sesame.using([message.MessageId as string], LOCK_TTL_MS, () => work(message.Body)),
   );
 };
 
 const startOurs: Start = (f, scenario, queueUrl, probe) =>
-  startWorker(polling(f), f.ours[scenario.nodes], queueUrl, probe);
+  startWorker(polling(f, scenario), f.ours[scenario.nodes], queueUrl, probe);
+
+/**
+ * Resolves once `quorum` of `calls` succeeded, rejects once that can no longer happen; the calls still out
+ * are not waited for (their outcome is ignored), as a Redlock resolving at quorum does not wait for them.
+ */
+function quorumOf(calls: readonly Promise<unknown>[], quorum: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (calls.length < quorum) {
+      reject(new Error(`${calls.length} nodes connected, quorum ${quorum}`));
+      return;
+    }
+    let succeeded = 0;
+    let failed = 0;
+    for (const call of calls) {
+      call.then(
+        () => {
+          if (++succeeded === quorum) resolve();
+        },
+        (error: unknown) => {
+          if (calls.length - ++failed < quorum) reject(error);
+        },
+      );
+    }
+  });
+}
+
+/**
+ * The transport floor of a batch-locking Redlock: the no-lock setup plus, before and after each batch's
+ * work, one PING to every connected quorum node, waiting for a quorum of answers. No Lua, no locks.
+ */
+const startFloor: Start = async (f, scenario, queueUrl, probe) => {
+  const clients = f.clients.floor.slice(0, scenario.nodes);
+  const quorum = Math.floor(scenario.nodes / 2) + 1;
+  // A killed node's client is skipped, as this project's Redlock fails a call at once on a node not connected.
+  const quorumRoundTrip = (): Promise<void> =>
+    quorumOf(
+      clients.filter((client) => client.status === 'ready').map((client) => client.ping()),
+      quorum,
+    );
+  return startConsumers(polling(f, scenario), queueUrl, probe, (message) => work(message.Body), {
+    async around(_messages, run) {
+      await quorumRoundTrip();
+      const acked = await run();
+      await quorumRoundTrip();
+      return acked;
+    },
+  });
+};
 
 const STARTS: Record<EngineId, Start> = {
   'no-lock': startNoLock,
   ours: startOurs,
   'redis-semaphore': startSemaphore,
   sesame: startSesame,
+  floor: startFloor,
 };
 
 // ---------------------------------------------------------------------------
@@ -739,12 +846,18 @@ function targetsOf(
 ): Verdict[] {
   const verdicts: Verdict[] = [];
   const ours3 = row(rows, 'healthy-3', 'ours');
+  const floor3 = row(rows, 'healthy-3', 'floor');
   verdicts.push({
     target: `this project >= ${TARGET_VS_NO_LOCK}x no-lock msg/s, 3 healthy nodes`,
-    measured: `${fmtRatio(ours3?.vsNoLock)} (per round ${roundRatios(ours3?.roundVsNoLock ?? [])})`,
+    measured:
+      `${fmtRatio(ours3?.vsNoLock)} (per round ${roundRatios(ours3?.roundVsNoLock ?? [])})` +
+      (floor3
+        ? `; transport floor in the same run: ${fmtRatio(floor3.vsNoLock)} (per round ${roundRatios(floor3.roundVsNoLock)})`
+        : ''),
     holds: (ours3?.vsNoLock ?? 0) >= TARGET_VS_NO_LOCK,
   });
-  for (const scenario of SCENARIOS) {
+  const issueScenarios = SCENARIOS.filter((s) => ISSUE_SCENARIOS.includes(s.id));
+  for (const scenario of issueScenarios) {
     const ours = row(rows, scenario.id, 'ours');
     const peers = PEERS.map((peer) => row(rows, scenario.id, peer));
     const ratios = peers.map((p) => (ours?.msgPerSec ?? 0) / (p?.msgPerSec ?? Number.NaN));
@@ -773,7 +886,7 @@ function targetsOf(
       holds: normalized >= TARGET_FAULT_VS_HEALTHY,
     });
   }
-  for (const scenario of SCENARIOS) {
+  for (const scenario of issueScenarios) {
     const ours = row(rows, scenario.id, 'ours');
     const peers = PEERS.map((peer) => row(rows, scenario.id, peer)).filter((p) => p !== undefined);
     const best = Math.min(...peers.map((p) => p.redisCommandsPerMsg));
@@ -806,6 +919,24 @@ function targetsOf(
     });
   }
   return verdicts;
+}
+
+/**
+ * Figures outside the targets: this project with SQS latency, and how close the transport floor lies (the
+ * vs-no-lock ratio a batch-locking engine could reach at most). Rows that did not run are left out.
+ */
+function contextOf(rows: readonly Aggregate[]): string[] {
+  const lines: string[] = [];
+  const ratio = (r: Aggregate): string =>
+    `${fmtRatio(r.vsNoLock)} (per round ${roundRatios(r.roundVsNoLock)})`;
+  const labelOf = (id: ScenarioId): string => ALL_SCENARIOS.find((s) => s.id === id)?.label ?? id;
+  const oursSlow = row(rows, 'sqs-latency-3', 'ours');
+  if (oursSlow) lines.push(`this project vs no lock, ${labelOf('sqs-latency-3')}: ${ratio(oursSlow)}`);
+  for (const id of ['healthy-3', 'sqs-latency-3'] as const) {
+    const floor = row(rows, id, 'floor');
+    if (floor) lines.push(`transport floor vs no lock, ${labelOf(id)}: ${ratio(floor)}`);
+  }
+  return lines;
 }
 
 function roundsAheadOfPeers(results: readonly RunResult[], scenario: ScenarioId): number {
@@ -851,6 +982,7 @@ function report(
   rows: readonly Aggregate[],
   extension: readonly ExtensionAggregate[],
   verdicts: readonly Verdict[],
+  context: readonly string[],
   runSeconds: number,
   loadAtEnd: string,
 ): string {
@@ -899,8 +1031,9 @@ function report(
       'right',
     ],
   );
+  // The floor sends PING only, an admin command: it has none to list.
   const commandLines = rows
-    .filter((r) => r.engine !== 'no-lock' && r.scenario === 'healthy-3')
+    .filter((r) => r.engine !== 'no-lock' && r.engine !== 'floor' && r.scenario === 'healthy-3')
     .map((r) => `- ${r.label}: ${commandsByName(r)}`);
   const extensionTable = markdownTable(
     [
@@ -956,7 +1089,15 @@ function report(
       'sent per message; "CPU µs/msg" = CPU time per message of this process (engine, AWS SDK and the ' +
       'in-process fauxqs alike) and of the running redis-servers together; "msg/s spread" = half the min-max ' +
       'range of the per-round msg/s. @sesamecare-oss/redlock also runs a SELECT (via pcall) in each of its ' +
-      'scripts; SELECT counts as an admin command here, so its figure is one command per script call per node low.',
+      'scripts; SELECT counts as an admin command here, so its figure is one command per script call per node low. ' +
+      'The transport floor row is a diagnostic, not a peer: the no-lock setup plus, before and after each ' +
+      "batch's work, one PING to each of the scenario's connected quorum nodes, waiting for a quorum of answers " +
+      '(as a batch-locking Redlock must; this project resolves at quorum too): what two quorum round trips per ' +
+      'batch cost on this machine with no Lua and no lock, so about the best vs-no-lock ratio any batch-locking ' +
+      'engine can reach here; PING is an admin command, so its Redis cmds/msg is 0 and its round trips/msg ' +
+      `counts the PINGs. In "${ALL_SCENARIOS.find((s) => s.id === 'sqs-latency-3')?.label}" every SQS call of ` +
+      `every row goes through a client that waits ${SQS_LATENCY_MS} ms before each request, a stand-in for the ` +
+      'network and service time of real SQS (usually more, so conservative in favour of the no-lock row).',
     '',
     'Redis commands by name, 3 healthy nodes (INFO commandstats per message, all nodes):',
     ...commandLines,
@@ -987,6 +1128,13 @@ function report(
     ...verdicts.map((v) => `- ${v.target}: ${v.measured} — **${v.holds ? 'holds' : 'MISSED'}**`),
     ...errors.map((r) => `- ${r.scenario}/${r.engine}: ${r.errors} errors, first: ${r.firstError}`),
     '',
+    ...(context.length > 0
+      ? [
+          `Context (no targets: those above are about ${ISSUE_SCENARIOS.map((id) => ALL_SCENARIOS.find((s) => s.id === id)?.label ?? id).join(', ')}):`,
+          ...context.map((line) => `- ${line}`),
+          '',
+        ]
+      : []),
     '## Reproduce',
     '',
     '```sh',
@@ -1007,16 +1155,26 @@ async function main(): Promise<void> {
   const loadAtStart = loadAverage();
   const redis = await startRedisNodes(TOTAL_NODES);
   let sqsEnv: SqsEnv | undefined;
+  let delayedSqs: SQSClient | undefined;
   let ours5: Redlock | undefined;
   try {
     sqsEnv = await startSqs();
+    const delayed = delayedSqsClient(sqsEnv.endpoint);
+    delayedSqs = delayed;
+    // Its connections open and its middleware resolved before any run, as the warm-up runs do for the other.
+    for (let i = 0; i < 3; i++) {
+      await Promise.all(Array.from({ length: POLLERS }, () => delayed.send(new ListQueuesCommand({}))));
+    }
     const oursClients = redis.clients();
     const semaphoreClients = redis.clients({ commandTimeout: COMMAND_TIMEOUT_MS });
     const sesameClients = redis.clients({ commandTimeout: COMMAND_TIMEOUT_MS });
+    const floorClients = redis.clients({ commandTimeout: COMMAND_TIMEOUT_MS });
     const statsClients = redis.clients({ commandTimeout: 2_000 });
     // Connected (handshake done) before any run, so no run counts a handshake.
     await Promise.all(
-      [...oursClients, ...semaphoreClients, ...sesameClients, ...statsClients].map((c) => c.ping()),
+      [...oursClients, ...semaphoreClients, ...sesameClients, ...floorClients, ...statsClients].map((c) =>
+        c.ping(),
+      ),
     );
     const redlockOptions = { ttlMs: LOCK_TTL_MS, commandTimeoutMs: COMMAND_TIMEOUT_MS, logger: silentLogger };
     const ours3 = new Redlock(oursClients.slice(0, 3), redlockOptions);
@@ -1024,6 +1182,7 @@ async function main(): Promise<void> {
     const sesameSettings = { retryCount: 0, driftFactor: 0.01 };
     const f: Fixture = {
       sqsEnv,
+      delayedSqs,
       redis,
       ours: { 3: ours3, 5: ours5 },
       semaphoreClients,
@@ -1031,11 +1190,17 @@ async function main(): Promise<void> {
         3: new SesameRedlock(sesameClients.slice(0, 3), sesameSettings),
         5: new SesameRedlock(sesameClients, sesameSettings),
       },
-      clients: { ours: oursClients, 'redis-semaphore': semaphoreClients, sesame: sesameClients },
+      clients: {
+        ours: oursClients,
+        'redis-semaphore': semaphoreClients,
+        sesame: sesameClients,
+        floor: floorClients,
+      },
       sent: {
         ours: new SentCounter(oursClients),
         'redis-semaphore': new SentCounter(semaphoreClients),
         sesame: new SentCounter(sesameClients),
+        floor: new SentCounter(floorClients),
       },
       statsClients,
     };
@@ -1046,7 +1211,9 @@ async function main(): Promise<void> {
     const env = environment({
       redis: [...new Set(infos.map(redisVersionOf))].join(', '),
       nodes: `${TOTAL_NODES} local redis-server processes (test/helpers/redis-nodes.ts), started once, shared by every row`,
-      sqs: 'fauxqs in this process (test/helpers/sqs.ts), one fresh standard queue per run',
+      sqs:
+        'fauxqs in this process (test/helpers/sqs.ts), one fresh standard queue per run; in the SQS-latency ' +
+        `scenario every call goes through a second client that waits ${SQS_LATENCY_MS} ms before each request`,
       settings:
         `${ROUNDS} interleaved rounds × ${MESSAGES} messages per run (every row) after a ${WARMUP_MESSAGES}-message ` +
         `warm-up per row; ${POLLERS} pollers, batch ${BATCH}, waitTimeSeconds ${WAIT_TIME_SECONDS}, visibility ` +
@@ -1101,9 +1268,10 @@ async function main(): Promise<void> {
     const rows = aggregate(results);
     const extension = extensionResults.map(aggregateExtension);
     const verdicts = targetsOf(rows, results, extension);
+    const context = contextOf(rows);
     const runSeconds = (performance.now() - startedAt) / 1000;
     const loadAtEnd = loadAverage();
-    const markdown = report(env, rows, extension, verdicts, runSeconds, loadAtEnd);
+    const markdown = report(env, rows, extension, verdicts, context, runSeconds, loadAtEnd);
     if (!QUICK && !PARTIAL) {
       await writeFile(RESULTS_FILE, `${markdown}\n`);
       progress(`written ${RESULTS_FILE.pathname}`);
@@ -1124,6 +1292,7 @@ async function main(): Promise<void> {
           COMMAND_TIMEOUT_MS,
           TOTAL_NODES,
           FAULTY_NODE,
+          SQS_LATENCY_MS,
           EXTENSION_LOCKS,
           EXTENSION_HOLD_MS,
           EXTENSION_TTL_MS,
@@ -1137,12 +1306,14 @@ async function main(): Promise<void> {
         })),
         extension,
         verdicts,
+        context,
         runSeconds,
       }),
       () => markdown,
     );
   } finally {
     await ours5?.quit();
+    delayedSqs?.destroy();
     await sqsEnv?.stop();
     await redis.stop();
   }

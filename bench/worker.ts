@@ -115,11 +115,17 @@ const RUN_TIMEOUT_MS = 60_000;
 /** Targets of this project (reported, never used to tune the measurement). */
 const TARGET_VS_NO_LOCK = 0.85;
 
-type EngineId = 'no-lock' | 'pipeline' | 'redis-semaphore' | 'lock-only';
+type EngineId = 'no-lock' | 'pipeline' | 'redis-semaphore' | 'lock-only' | 'round-trips';
 /** The rows of a default run. */
 const DEFAULT_ENGINES: readonly EngineId[] = ['no-lock', 'pipeline', 'redis-semaphore'];
 /** Also `lock-only`, a diagnostic row: the lock engine's cost without the Worker's bookkeeping. */
-const ALL_ENGINES: readonly EngineId[] = ['no-lock', 'pipeline', 'redis-semaphore', 'lock-only'];
+const ALL_ENGINES: readonly EngineId[] = [
+  'no-lock',
+  'pipeline',
+  'redis-semaphore',
+  'lock-only',
+  'round-trips',
+];
 /**
  * `--only=pipeline` (or a comma-separated list) runs only those rows, e.g. under `--cpu-prof`, or adds
  * the diagnostic one (`--only=no-lock,pipeline,lock-only`). The no-lock row is the baseline of every
@@ -152,6 +158,7 @@ const ENGINE_LABELS: Record<EngineId, string> = {
   pipeline: 'sqs-redlock-worker Worker (3-node Redlock)',
   'redis-semaphore': 'sqs-consumer + redis-semaphore RedlockMutex per message',
   'lock-only': 'sqs-consumer + this Redlock: acquireMany, work, completeMany per batch',
+  'round-trips': 'sqs-consumer + 2 PINGs to each of 3 nodes per batch (no Lua, no locks)',
 };
 
 // ---------------------------------------------------------------------------
@@ -236,11 +243,26 @@ const startLockOnly: Start = async (fixture, queueUrl, concurrency, probe) =>
     },
   });
 
+/** The transport floor of any batch-locking Redlock: two round trips to every node per batch, doing nothing. */
+const startRoundTrips: Start = async (fixture, queueUrl, concurrency, probe) => {
+  const clients = fixture.redlock.nodes.map((node) => node.client);
+  const everyNode = (): Promise<unknown> => Promise.all(clients.map((client) => client.ping()));
+  return startConsumers(polling(fixture, concurrency), queueUrl, probe, (message) => work(message.Body), {
+    async around(_messages, run) {
+      await everyNode();
+      const acked = await run();
+      await everyNode();
+      return acked;
+    },
+  });
+};
+
 const STARTS: Record<EngineId, Start> = {
   'no-lock': startNoLock,
   pipeline: startPipeline,
   'redis-semaphore': startSemaphore,
   'lock-only': startLockOnly,
+  'round-trips': startRoundTrips,
 };
 
 // ---------------------------------------------------------------------------
