@@ -132,7 +132,7 @@ export async function runBatch<T>(
       ) ?? Promise.resolve(),
     );
   }
-  const finisher = new Finisher(deps, outcomes, (finished) => {
+  const finisher = new Finisher(deps, outcomes, running.length, (finished) => {
     // Settled as soon as its lock has ended, not when the batch's slowest handler is done: a slow
     // neighbour must not hold a finished message's deletion (and its marker) back.
     if (!deps.settleEarly) return;
@@ -210,13 +210,17 @@ class Finisher<T> {
   #pending: { entry: InFlightMessage; result: Outcome | Success }[] = [];
   readonly #flushes = new Set<Promise<void>>();
   readonly #ended = new Set<InFlightMessage>();
+  /** How many locked messages the batch has: when all have finished, the last flush goes at once. */
+  readonly #expected: number;
 
   constructor(
     deps: PipelineDeps<T>,
     outcomes: Map<Message, Outcome>,
+    expected: number,
     onEnded: (finished: readonly InFlightMessage[]) => void,
   ) {
     this.#deps = deps;
+    this.#expected = expected;
     this.#outcomes = outcomes;
     this.#onEnded = onEnded;
   }
@@ -224,10 +228,16 @@ class Finisher<T> {
   finish(entry: InFlightMessage, result: Outcome | Success): void {
     this.#ended.add(entry);
     this.#pending.push({ entry, result });
-    if (this.#pending.length > 1) return;
-    // setImmediate, not a microtask: handlers that finish in the same turn (a batch of quick ones) are
-    // all pending by then.
-    const flush = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#flush());
+    if (this.#ended.size === this.#expected) {
+      // The batch's last one: no one left to wait for.
+      this.#track(this.#flush());
+    } else if (this.#pending.length === 1) {
+      // setImmediate, not a microtask: the others that finish in this turn of the event loop join it.
+      this.#track(new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#flush()));
+    }
+  }
+
+  #track(flush: Promise<void>): void {
     this.#flushes.add(flush);
     void flush.finally(() => this.#flushes.delete(flush));
   }
@@ -243,6 +253,7 @@ class Finisher<T> {
 
   async #flush(): Promise<void> {
     const batch = this.#pending;
+    if (batch.length === 0) return; // flushed already, by the batch's last one
     this.#pending = [];
     const deps = this.#deps;
     deps.inFlight?.remove(batch.map((b) => b.entry));
