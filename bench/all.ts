@@ -81,6 +81,7 @@ import { BaseHandler, isLock, type Lock, Redlock, Worker } from '../src/index.ts
 import { type RedisNode, type RedisNodes, startRedisNodes } from '../test/helpers/redis-nodes.ts';
 import { type SqsEnv, startSqs } from '../test/helpers/sqs.ts';
 import {
+  aroundQuorumPings,
   commandsByName,
   fillQueue,
   type MeasuredRun,
@@ -342,52 +343,17 @@ const startOurs: Start = (f, scenario, queueUrl, probe) =>
   startWorker(polling(f, scenario), f.ours[scenario.nodes], queueUrl, probe);
 
 /**
- * Resolves once `quorum` of `calls` succeeded, rejects once that can no longer happen; the calls still out
- * are not waited for (their outcome is ignored), as a Redlock resolving at quorum does not wait for them.
- */
-function quorumOf(calls: readonly Promise<unknown>[], quorum: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (calls.length < quorum) {
-      reject(new Error(`${calls.length} nodes connected, quorum ${quorum}`));
-      return;
-    }
-    let succeeded = 0;
-    let failed = 0;
-    for (const call of calls) {
-      call.then(
-        () => {
-          if (++succeeded === quorum) resolve();
-        },
-        (error: unknown) => {
-          if (calls.length - ++failed < quorum) reject(error);
-        },
-      );
-    }
-  });
-}
-
-/**
  * The transport floor of a batch-locking Redlock: the no-lock setup plus, before and after each batch's
  * work, one PING to every connected quorum node, waiting for a quorum of answers. No Lua, no locks.
  */
-const startFloor: Start = async (f, scenario, queueUrl, probe) => {
-  const clients = f.clients.floor.slice(0, scenario.nodes);
-  const quorum = Math.floor(scenario.nodes / 2) + 1;
-  // A killed node's client is skipped, as this project's Redlock fails a call at once on a node not connected.
-  const quorumRoundTrip = (): Promise<void> =>
-    quorumOf(
-      clients.filter((client) => client.status === 'ready').map((client) => client.ping()),
-      quorum,
-    );
-  return startConsumers(polling(f, scenario), queueUrl, probe, (message) => work(message.Body), {
-    async around(_messages, run) {
-      await quorumRoundTrip();
-      const acked = await run();
-      await quorumRoundTrip();
-      return acked;
-    },
-  });
-};
+const startFloor: Start = async (f, scenario, queueUrl, probe) =>
+  startConsumers(
+    polling(f, scenario),
+    queueUrl,
+    probe,
+    (message) => work(message.Body),
+    aroundQuorumPings(f.clients.floor.slice(0, scenario.nodes)),
+  );
 
 const STARTS: Record<EngineId, Start> = {
   'no-lock': startNoLock,

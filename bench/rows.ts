@@ -151,6 +151,54 @@ export interface AroundBatch {
   around(messages: Message[], run: () => Promise<Message[]>): Promise<Message[]>;
 }
 
+/**
+ * Resolves once `quorum` of `calls` succeeded, rejects once that can no longer happen; the calls still out
+ * are not waited for (their outcome is ignored), as a Redlock resolving at quorum does not wait for them.
+ */
+function quorumOf(calls: readonly Promise<unknown>[], quorum: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (calls.length < quorum) {
+      reject(new Error(`${calls.length} nodes connected, quorum ${quorum}`));
+      return;
+    }
+    let succeeded = 0;
+    let failed = 0;
+    for (const call of calls) {
+      call.then(
+        () => {
+          if (++succeeded === quorum) resolve();
+        },
+        (error: unknown) => {
+          if (calls.length - ++failed < quorum) reject(error);
+        },
+      );
+    }
+  });
+}
+
+/**
+ * The transport floor of a batch-locking Redlock over `clients` (one per quorum node): before and after
+ * each batch's work, one PING to every connected node, waiting for a quorum of answers (as a Redlock
+ * resolving at quorum does). No Lua, no locks. A killed node's client is skipped, as this project's
+ * Redlock fails a call at once on a node that is not connected.
+ */
+export function aroundQuorumPings(clients: readonly Redis[]): AroundBatch {
+  const quorum = Math.floor(clients.length / 2) + 1;
+  const quorumRoundTrip = (): Promise<void> =>
+    quorumOf(
+      clients.filter((client) => client.status === 'ready').map((client) => client.ping()),
+      quorum,
+    );
+  return {
+    async around(_messages, run) {
+      await quorumRoundTrip();
+      const acked = await run();
+      await quorumRoundTrip();
+      return acked;
+    },
+  };
+}
+
 /** `settings.pollers` sqs-consumer pollers; each message goes through `perMessage`, and what resolves is deleted. */
 export function startConsumers(
   settings: PollSettings,

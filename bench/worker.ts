@@ -5,7 +5,7 @@
  *
  *   npm run bench:worker            # markdown table on stdout, progress on stderr
  *   npm run bench:worker -- --json  # raw numbers as JSON on stdout instead
- *   npm run bench:worker -- --only=no-lock,pipeline,lock-only --pollers=4   # some rows / pollers only
+ *   npm run bench:worker -- --only=no-lock,pipeline,lock-only,floor --pollers=4   # some rows / pollers only
  *
  * Setup: one fauxqs SQS emulator in this process (test/helpers/sqs.ts) and 3 redis-server processes
  * (test/helpers/redis-nodes.ts). Every measurement gets a fresh standard queue pre-filled with the same
@@ -27,6 +27,8 @@
  * - lock-only (diagnostic, only with --only): the no-lock setup with each batch locked by this
  *   project's Redlock as the pipeline does it (acquireMany, work, completeMany, delete) but without the
  *   Worker: the gap between it and the pipeline row is the Worker's own bookkeeping.
+ * - floor (diagnostic, only with --only): the no-lock setup with two quorum round trips of PING to the 3
+ *   nodes per batch (before and after the work): what the round trips alone cost, with no Lua and no lock.
  *
  * Measured per run: msg/s = messages / (last delete - first receive), the receive being the moment the
  * batch reaches the handler code (sqs-consumer's handleMessageBatch, or the Worker's hydrate) and the
@@ -45,6 +47,7 @@ import { isLock, Redlock } from '../src/index.ts';
 import { type RedisNodes, startRedisNodes } from '../test/helpers/redis-nodes.ts';
 import { type SqsEnv, startSqs } from '../test/helpers/sqs.ts';
 import {
+  aroundQuorumPings,
   commandsByName,
   fillQueue,
   type MeasuredRun,
@@ -115,17 +118,11 @@ const RUN_TIMEOUT_MS = 60_000;
 /** Targets of this project (reported, never used to tune the measurement). */
 const TARGET_VS_NO_LOCK = 0.85;
 
-type EngineId = 'no-lock' | 'pipeline' | 'redis-semaphore' | 'lock-only' | 'round-trips';
+type EngineId = 'no-lock' | 'pipeline' | 'redis-semaphore' | 'lock-only' | 'floor';
 /** The rows of a default run. */
 const DEFAULT_ENGINES: readonly EngineId[] = ['no-lock', 'pipeline', 'redis-semaphore'];
 /** Also `lock-only`, a diagnostic row: the lock engine's cost without the Worker's bookkeeping. */
-const ALL_ENGINES: readonly EngineId[] = [
-  'no-lock',
-  'pipeline',
-  'redis-semaphore',
-  'lock-only',
-  'round-trips',
-];
+const ALL_ENGINES: readonly EngineId[] = ['no-lock', 'pipeline', 'redis-semaphore', 'lock-only', 'floor'];
 /**
  * `--only=pipeline` (or a comma-separated list) runs only those rows, e.g. under `--cpu-prof`, or adds
  * the diagnostic one (`--only=no-lock,pipeline,lock-only`). The no-lock row is the baseline of every
@@ -158,7 +155,7 @@ const ENGINE_LABELS: Record<EngineId, string> = {
   pipeline: 'sqs-redlock-worker Worker (3-node Redlock)',
   'redis-semaphore': 'sqs-consumer + redis-semaphore RedlockMutex per message',
   'lock-only': 'sqs-consumer + this Redlock: acquireMany, work, completeMany per batch',
-  'round-trips': 'sqs-consumer + 2 PINGs to each of 3 nodes per batch (no Lua, no locks)',
+  floor: 'sqs-consumer + 2 quorum round trips of PING per batch (transport floor: no Lua, no locks)',
 };
 
 // ---------------------------------------------------------------------------
@@ -243,26 +240,22 @@ const startLockOnly: Start = async (fixture, queueUrl, concurrency, probe) =>
     },
   });
 
-/** The transport floor of any batch-locking Redlock: two round trips to every node per batch, doing nothing. */
-const startRoundTrips: Start = async (fixture, queueUrl, concurrency, probe) => {
-  const clients = fixture.redlock.nodes.map((node) => node.client);
-  const everyNode = (): Promise<unknown> => Promise.all(clients.map((client) => client.ping()));
-  return startConsumers(polling(fixture, concurrency), queueUrl, probe, (message) => work(message.Body), {
-    async around(_messages, run) {
-      await everyNode();
-      const acked = await run();
-      await everyNode();
-      return acked;
-    },
-  });
-};
+/** The transport floor of a batch-locking Redlock: two quorum round trips of PING per batch, no Lua, no locks. */
+const startFloor: Start = async (fixture, queueUrl, concurrency, probe) =>
+  startConsumers(
+    polling(fixture, concurrency),
+    queueUrl,
+    probe,
+    (message) => work(message.Body),
+    aroundQuorumPings(fixture.redlock.nodes.map((node) => node.client as Redis)),
+  );
 
 const STARTS: Record<EngineId, Start> = {
   'no-lock': startNoLock,
   pipeline: startPipeline,
   'redis-semaphore': startSemaphore,
   'lock-only': startLockOnly,
-  'round-trips': startRoundTrips,
+  floor: startFloor,
 };
 
 // ---------------------------------------------------------------------------
