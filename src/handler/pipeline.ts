@@ -34,6 +34,11 @@ export interface PipelineDeps<T> {
   /** Include message bodies in logs (off by default: bodies may hold personal data). */
   readonly logBodies: boolean;
   /**
+   * How long a finished message waits for others of its batch before its lock is completed (0: one turn
+   * of the event loop). The batch's last one never waits.
+   */
+  readonly completionWindowMs?: number;
+  /**
    * Settles the messages that will not run (poison, duplicates, contended, no quorum) as soon as the
    * batch is locked, while its handlers run: waiting for the slowest handler would let their
    * visibility lapse and SQS deliver them again. Without it they are returned with the rest (Lambda,
@@ -200,8 +205,8 @@ interface Success {
 
 /**
  * Ends the locks of finished messages: successes are completed (marker + release), everything else is
- * released. Messages that finish in the same turn of the event loop share one round trip per node, so a
- * batch of quick handlers still costs one call, and a slow handler holds no one else back.
+ * released. Messages that finish within `completionWindowMs` of each other share one round trip per node
+ * (a batch of quick handlers costs one call), and a slow handler holds no one else back for longer.
  */
 class Finisher<T> {
   readonly #deps: PipelineDeps<T>;
@@ -212,6 +217,8 @@ class Finisher<T> {
   readonly #ended = new Set<InFlightMessage>();
   /** How many locked messages the batch has: when all have finished, the last flush goes at once. */
   readonly #expected: number;
+  /** Ends the current wait early (set while the first pending message waits for others). */
+  #wake: (() => void) | undefined;
 
   constructor(
     deps: PipelineDeps<T>,
@@ -228,13 +235,25 @@ class Finisher<T> {
   finish(entry: InFlightMessage, result: Outcome | Success): void {
     this.#ended.add(entry);
     this.#pending.push({ entry, result });
-    if (this.#ended.size === this.#expected) {
-      // The batch's last one: no one left to wait for.
-      this.#track(this.#flush());
-    } else if (this.#pending.length === 1) {
-      // setImmediate, not a microtask: the others that finish in this turn of the event loop join it.
-      this.#track(new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#flush()));
+    if (this.#pending.length === 1) {
+      // The first to finish waits up to the window (or a turn of the event loop) for others of its batch
+      // to finish too: they share one completion call per node, and one DeleteMessageBatch.
+      const windowMs = this.#deps.completionWindowMs ?? 0;
+      const waited = new Promise<void>((resolve) => {
+        const wake = (): void => {
+          clearTimeout(timer);
+          clearImmediate(immediate);
+          if (this.#wake === wake) this.#wake = undefined;
+          resolve();
+        };
+        const timer = windowMs > 0 ? setTimeout(wake, windowMs) : undefined;
+        const immediate = windowMs > 0 ? undefined : setImmediate(wake);
+        this.#wake = wake;
+      });
+      this.#track(waited.then(() => this.#flush()));
     }
+    // The batch's last one: no one left to wait for.
+    if (this.#ended.size === this.#expected) this.#wake?.();
   }
 
   #track(flush: Promise<void>): void {
@@ -253,7 +272,6 @@ class Finisher<T> {
 
   async #flush(): Promise<void> {
     const batch = this.#pending;
-    if (batch.length === 0) return; // flushed already, by the batch's last one
     this.#pending = [];
     const deps = this.#deps;
     deps.inFlight?.remove(batch.map((b) => b.entry));

@@ -14,7 +14,12 @@ import type { OutcomeKind } from '../handler/outcome.ts';
 import { type PipelineDeps, runBatch } from '../handler/pipeline.ts';
 import type { Redlock } from '../lock/redlock.ts';
 import type { WorkerEvents } from '../observability/events.ts';
-import { type LambdaOptions, type ResolvedLambdaOptions, resolveLambdaOptions } from '../options.ts';
+import {
+  type LambdaOptions,
+  type ResolvedLambdaOptions,
+  resolveLambdaOptions,
+  WORKER_DEFAULTS,
+} from '../options.ts';
 import { type SettleContext, settleOutcomes } from './settle.ts';
 
 /** The Worker's per-message events (same payloads) and `sqs_error`: what a Lambda invocation emits. */
@@ -140,6 +145,8 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
         fifo: queueUrl.endsWith('.fifo'),
         autoExtendLocks: true, // no heartbeat in Lambda: the lock engine extends
         completionTtlMs: o.completionTtlMs,
+        // Nothing is deleted before the response; the window only lets finished handlers share a call.
+        completionWindowMs: WORKER_DEFAULTS.completionWindowMs,
         shutdown,
         logBodies: o.logMessageBodies,
         onLocked: (info) => emit('batch_locked', info),

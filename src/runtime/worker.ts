@@ -51,6 +51,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       fifo: o.fifo,
       autoExtendLocks: false, // the heartbeat extends locks and visibility in the same tick
       completionTtlMs: o.completionTtlMs,
+      completionWindowMs: o.completionWindowMs,
       shutdown: this.#shutdown.signal,
       logBodies: o.logMessageBodies,
       inFlight: this.#heartbeat,

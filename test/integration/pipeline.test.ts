@@ -33,6 +33,7 @@ describe('runBatch: ending each lock as its handler finishes', () => {
   function deps(
     handler: TimedHandler,
     settleEarly?: PipelineDeps<number>['settleEarly'],
+    completionWindowMs = 0,
   ): PipelineDeps<number> {
     return {
       handler,
@@ -41,11 +42,41 @@ describe('runBatch: ending each lock as its handler finishes', () => {
       fifo: false,
       autoExtendLocks: true,
       completionTtlMs: undefined,
+      completionWindowMs,
       shutdown: new AbortController().signal,
       logBodies: false,
       ...(settleEarly ? { settleEarly } : {}),
     };
   }
+
+  /** Runs `bodies` as one batch; answers the bodies of each group settled together, in order. */
+  async function settledGroups(bodies: readonly number[], completionWindowMs: number): Promise<string[][]> {
+    const groups: string[][] = [];
+    await runBatch(
+      deps(
+        new TimedHandler(),
+        async (outcomes) => {
+          groups.push(outcomes.map(({ message }) => message.Body ?? ''));
+        },
+        completionWindowMs,
+      ),
+      messages(bodies),
+    );
+    return groups;
+  }
+
+  it('lets handlers that finish within completionWindowMs share one completion; the last one never waits', async () => {
+    await Promise.all(redis.nodes.map((n) => n.resetStats()));
+    expect(await settledGroups([0, 30, 60, 400], 150)).toEqual([['0', '30', '60'], ['400']]);
+    // Two completions per node (plus the acquire), not four.
+    expect(await scriptCalls(redis)).toEqual([3, 3, 3]);
+    // Without a window, only those finishing in the same turn of the event loop share a call.
+    expect(await settledGroups([0, 0, 60], 0)).toEqual([['0', '0'], ['60']]);
+    // The batch's last handler does not wait out the window.
+    const started = performance.now();
+    expect(await settledGroups([0, 0], 5_000)).toEqual([['0', '0']]);
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
 
   it('completes a batch of handlers that finish together in one call per node', async () => {
     await Promise.all(redis.nodes.map((n) => n.resetStats()));

@@ -1,6 +1,12 @@
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/index.ts';
-import { REDLOCK_DEFAULTS, resolveRedlockOptions } from '../../src/options.ts';
+import { BaseHandler, ConfigError, createLogger, Redlock } from '../../src/index.ts';
+import {
+  REDLOCK_DEFAULTS,
+  resolveRedlockOptions,
+  resolveWorkerOptions,
+  WORKER_DEFAULTS,
+} from '../../src/options.ts';
 
 describe('resolveRedlockOptions', () => {
   it('applies every default', () => {
@@ -46,5 +52,38 @@ describe('resolveRedlockOptions', () => {
       /fencingTtlMs must be 0/,
     );
     expect(resolveRedlockOptions({ fencingTtlMs: 0 }).fencingTtlMs).toBe(0);
+  });
+});
+
+describe('resolveWorkerOptions', () => {
+  class Noop extends BaseHandler<string> {
+    hydrate(): string {
+      return '';
+    }
+    async handle(): Promise<void> {}
+  }
+  // Lazy clients never connect: resolving options is pure logic.
+  const redlock = new Redlock(
+    [1, 2, 3].map((port) => new Redis({ port, lazyConnect: true })),
+    { ttlMs: 3_000, commandTimeoutMs: 100, logger: createLogger({ silent: true }) },
+  );
+  const base = { queueUrl: 'http://localhost:4566/000000000000/q', handler: new Noop(), redlock };
+
+  it('applies every default, completionWindowMs 50 included', () => {
+    const o = resolveWorkerOptions(base);
+    expect(o).toMatchObject({ ...WORKER_DEFAULTS, fifo: false, heartbeatIntervalMs: 1_000 });
+    expect(o.completionWindowMs).toBe(50);
+  });
+
+  it.each([
+    [{ completionWindowMs: -1 }, 'completionWindowMs must be an integer >= 0. Received: -1'],
+    [{ completionWindowMs: 2.5 }, 'completionWindowMs must be an integer >= 0. Received: 2.5'],
+    [
+      { completionWindowMs: 1_001 },
+      "completionWindowMs must be at most a third of the Redlock's ttlMs (3000)",
+    ],
+    [{ batchSize: 11 }, 'batchSize must be an integer between 1 and 10. Received: 11'],
+  ])('rejects %j with a message naming the option and the value', (options, message) => {
+    expect(() => resolveWorkerOptions({ ...base, ...options })).toThrow(message);
   });
 });
