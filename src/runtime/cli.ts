@@ -43,6 +43,8 @@ export interface CliConfig {
   readonly visibilityTimeoutSec: number;
   /** `EXTEND_VISIBILITY` */
   readonly extendVisibility: boolean;
+  /** `COMPLETION_WINDOW_MS` */
+  readonly completionWindowMs: number;
   /** `SHUTDOWN_TIMEOUT_MS` */
   readonly shutdownTimeoutMs: number;
   /** `DLQ_URL`: a URL, `false` (`none`), or undefined (discovered from the RedrivePolicy). */
@@ -60,6 +62,7 @@ export const CLI_DEFAULTS = {
   CONCURRENCY: WORKER_DEFAULTS.concurrency,
   VISIBILITY_TIMEOUT_SEC: WORKER_DEFAULTS.visibilityTimeoutSec,
   EXTEND_VISIBILITY: WORKER_DEFAULTS.extendVisibility,
+  COMPLETION_WINDOW_MS: WORKER_DEFAULTS.completionWindowMs,
   // ECS sends SIGKILL 30 s after SIGTERM by default (stopTimeout): 5 s left to release and exit.
   SHUTDOWN_TIMEOUT_MS: 25_000,
   LOG_LEVEL: 'info',
@@ -115,6 +118,12 @@ export const CLI_VARIABLES: readonly { name: string; default: string; descriptio
     default: String(CLI_DEFAULTS.EXTEND_VISIBILITY),
     description:
       "'true' or 'false': extend the visibility of in-flight messages on every heartbeat. 'false' lets SQS redeliver a message while it is handled; the lock still keeps the second delivery from running.",
+  },
+  {
+    name: 'COMPLETION_WINDOW_MS',
+    default: String(CLI_DEFAULTS.COMPLETION_WINDOW_MS),
+    description:
+      "How long a finished message waits for others of its batch, in ms, so they share one lock completion and one delete (0 to a third of LOCK_TTL_MS). The batch's last message never waits.",
   },
   {
     name: 'SHUTDOWN_TIMEOUT_MS',
@@ -191,12 +200,27 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
   }
 
   const metricsPort = read('METRICS_PORT');
+  const lockTtlMs = envInteger(env, 'LOCK_TTL_MS', CLI_DEFAULTS.LOCK_TTL_MS, 2_000, 3_600_000);
+  const completionWindowMs = envInteger(
+    env,
+    'COMPLETION_WINDOW_MS',
+    CLI_DEFAULTS.COMPLETION_WINDOW_MS,
+    0,
+    1_200_000,
+  );
+  if (completionWindowMs > lockTtlMs / 3) {
+    throw new ConfigError(
+      'COMPLETION_WINDOW_MS',
+      env.COMPLETION_WINDOW_MS,
+      `must be at most a third of LOCK_TTL_MS (${lockTtlMs})`,
+    );
+  }
   return {
     queueUrl,
     redisUrls,
     region,
     sqsEndpoint,
-    lockTtlMs: envInteger(env, 'LOCK_TTL_MS', CLI_DEFAULTS.LOCK_TTL_MS, 2_000, 3_600_000),
+    lockTtlMs,
     batchSize: envInteger(env, 'BATCH_SIZE', CLI_DEFAULTS.BATCH_SIZE, 1, 10),
     concurrency: envInteger(env, 'CONCURRENCY', CLI_DEFAULTS.CONCURRENCY, 1, 100),
     visibilityTimeoutSec: envInteger(
@@ -207,6 +231,7 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
       43_200,
     ),
     extendVisibility: extend === undefined ? CLI_DEFAULTS.EXTEND_VISIBILITY : extend === 'true',
+    completionWindowMs,
     shutdownTimeoutMs: envInteger(env, 'SHUTDOWN_TIMEOUT_MS', CLI_DEFAULTS.SHUTDOWN_TIMEOUT_MS, 0, 3_600_000),
     deadLetterQueueUrl,
     logLevel: logLevel as LogLevel,
@@ -510,6 +535,7 @@ async function run(
       concurrency: config.concurrency,
       visibilityTimeoutSec: config.visibilityTimeoutSec,
       extendVisibility: config.extendVisibility,
+      completionWindowMs: config.completionWindowMs,
       deadLetterQueueUrl: config.deadLetterQueueUrl,
     });
     if (config.metricsPort !== undefined) {

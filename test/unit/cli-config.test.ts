@@ -45,6 +45,7 @@ describe('parseConfig', () => {
       concurrency: 1,
       visibilityTimeoutSec: 30,
       extendVisibility: true,
+      completionWindowMs: 50,
       shutdownTimeoutMs: 25_000,
       deadLetterQueueUrl: undefined,
       logLevel: 'info',
@@ -62,6 +63,7 @@ describe('parseConfig', () => {
         CONCURRENCY: '4',
         VISIBILITY_TIMEOUT_SEC: '120',
         EXTEND_VISIBILITY: 'false',
+        COMPLETION_WINDOW_MS: '100',
         SHUTDOWN_TIMEOUT_MS: '20000',
         DLQ_URL: 'https://sqs.eu-west-1.amazonaws.com/1/jobs-dlq',
         LOG_LEVEL: 'debug',
@@ -77,6 +79,7 @@ describe('parseConfig', () => {
       concurrency: 4,
       visibilityTimeoutSec: 120,
       extendVisibility: false,
+      completionWindowMs: 100,
       shutdownTimeoutMs: 20_000,
       deadLetterQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/1/jobs-dlq',
       logLevel: 'debug',
@@ -202,6 +205,32 @@ describe('parseConfig', () => {
     });
   });
 
+  describe('COMPLETION_WINDOW_MS', () => {
+    it('accepts 0 to a third of LOCK_TTL_MS', () => {
+      expect(configWith({ COMPLETION_WINDOW_MS: '0' }).completionWindowMs).toBe(0);
+      expect(configWith({ LOCK_TTL_MS: '6000', COMPLETION_WINDOW_MS: '2000' }).completionWindowMs).toBe(
+        2_000,
+      );
+    });
+
+    it.each(['abc', '1.5', '-1'])('rejects %j', (value) => {
+      const error = errorFor({ COMPLETION_WINDOW_MS: value });
+      expect(error.option).toBe('COMPLETION_WINDOW_MS');
+      expect(error.message).toBe(
+        `COMPLETION_WINDOW_MS must be an integer between 0 and 1200000. Received: ${JSON.stringify(value)}`,
+      );
+    });
+
+    it('rejects more than a third of LOCK_TTL_MS, naming both', () => {
+      const error = errorFor({ LOCK_TTL_MS: '6000', COMPLETION_WINDOW_MS: '2001' });
+      expect(error.option).toBe('COMPLETION_WINDOW_MS');
+      expect(error.value).toBe('2001');
+      expect(error.message).toBe(
+        'COMPLETION_WINDOW_MS must be at most a third of LOCK_TTL_MS (6000). Received: "2001"',
+      );
+    });
+  });
+
   describe.each([
     ['LOCK_TTL_MS', 2_000, 3_600_000, 'lockTtlMs'],
     ['BATCH_SIZE', 1, 10, 'batchSize'],
@@ -302,6 +331,7 @@ describe('helpText', () => {
       'CONCURRENCY',
       'VISIBILITY_TIMEOUT_SEC',
       'EXTEND_VISIBILITY',
+      'COMPLETION_WINDOW_MS',
       'SHUTDOWN_TIMEOUT_MS',
       'DLQ_URL',
       'LOG_LEVEL',
