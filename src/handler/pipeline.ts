@@ -150,7 +150,8 @@ export async function runBatch<T>(
   });
   deps.inFlight?.add(running);
   try {
-    await Promise.all(
+    // allSettled: an unexpected throw in one group must not end the batch's locks while others still run.
+    const groups = await Promise.allSettled(
       groupsOf(deps.fifo, messages).map(async (group) => {
         let blocked = false;
         for (const message of group) {
@@ -178,6 +179,7 @@ export async function runBatch<T>(
         }
       }),
     );
+    for (const group of groups) if (group.status === 'rejected') throw group.reason;
   } finally {
     // Every lock of the batch ends here at the latest: the finisher completes the successes and releases
     // the rest as they finish; what never finished (an unexpected throw) is released now.
@@ -258,16 +260,26 @@ class Finisher<T> {
 
   #track(flush: Promise<void>): void {
     this.#flushes.add(flush);
-    void flush.finally(() => this.#flushes.delete(flush));
+    // Handled here, and rethrown to runBatch by endAll: a failed flush never becomes an unhandled rejection.
+    const done = (): void => {
+      this.#flushes.delete(flush);
+    };
+    flush.then(done, done);
   }
 
   /** Waits for every flush, then releases the locks of messages that never finished. */
   async endAll(running: readonly InFlightMessage[]): Promise<void> {
-    while (this.#flushes.size > 0) await Promise.all(this.#flushes);
+    const errors: unknown[] = [];
+    while (this.#flushes.size > 0) {
+      for (const r of await Promise.allSettled(this.#flushes))
+        if (r.status === 'rejected') errors.push(r.reason);
+    }
     const unfinished = running.filter((entry) => !this.#ended.has(entry));
-    if (unfinished.length === 0) return;
-    this.#deps.inFlight?.remove(unfinished);
-    await this.#deps.redlock.releaseMany(unfinished.map((entry) => entry.lock));
+    if (unfinished.length > 0) {
+      this.#deps.inFlight?.remove(unfinished);
+      await this.#deps.redlock.releaseMany(unfinished.map((entry) => entry.lock));
+    }
+    if (errors.length > 0) throw errors[0];
   }
 
   async #flush(): Promise<void> {
