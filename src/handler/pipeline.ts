@@ -39,10 +39,10 @@ export interface PipelineDeps<T> {
    */
   readonly completionWindowMs?: number;
   /**
-   * Settles the messages that will not run (poison, duplicates, contended, no quorum) as soon as the
-   * batch is locked, while its handlers run: waiting for the slowest handler would let their
-   * visibility lapse and SQS deliver them again. Without it they are returned with the rest (Lambda,
-   * whose response lists every failure at once).
+   * Settles messages before the batch is done: those that will not run (poison, duplicates, contended,
+   * no quorum) as soon as the batch is locked, and the others as soon as their lock has ended. Waiting
+   * for the slowest handler would let their visibility lapse and SQS deliver them again. Without it
+   * every outcome is returned at the end (Lambda, whose response lists every failure at once).
    */
   readonly settleEarly?: (outcomes: readonly MessageOutcome[]) => Promise<void>;
   /** Told how long locking the batch took (for metrics). */
@@ -64,9 +64,10 @@ interface Hydrated<T> {
 
 /**
  * The fixed flow for one received batch: hydrate, lock the whole batch in one round trip per node,
- * run the handlers, then complete (marker + release) the successes and release the rest in one
- * `finally`. Returns an outcome per message, in order; the runtime deletes, backs off or dead-letters.
- * Never throws for a single message's trouble.
+ * run the handlers, and end each lock as its handler finishes: successes completed (marker + release),
+ * the rest released, those finishing within `completionWindowMs` together; a `finally` releases what
+ * never finished. Returns an outcome per message not already settled, in order; the runtime deletes,
+ * backs off or dead-letters. Never throws for a single message's trouble.
  */
 export async function runBatch<T>(
   deps: PipelineDeps<T>,
