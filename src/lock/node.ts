@@ -59,8 +59,8 @@ export class RedisNode {
    * its own (the caller bounds it) and never rejects: a failure is a "no".
    *
    * A node that stops answering with its connection open (SIGSTOP, a partition without a reset) would
-   * otherwise collect every call in the client's queue until it answers: past MAX_UNANSWERED_LOCKS
-   * locks in calls it has not answered, a call is refused at once instead, so memory stays bounded.
+   * otherwise collect every call in the client's queue until it answers: once MAX_UNANSWERED_LOCKS locks
+   * are in calls it has not answered, a call is refused at once instead, so memory stays bounded.
    */
   send(
     script: LuaScript,
@@ -68,9 +68,10 @@ export class RedisNode {
     items: readonly ScriptItem[],
   ): Promise<NodeReply> {
     if (items.length === 0) return Promise.resolve({ ok: true, replies: [] });
-    // A single call larger than the bound still goes to a node that owes nothing (the extender renews
-    // every held lock in one call): only calls piling up behind unanswered ones are refused.
-    if (this.#unanswered > 0 && this.#unanswered + items.length > MAX_UNANSWERED_LOCKS) {
+    // Refused only once the node owes the bound already: a call of any size still goes to a node that
+    // answers (the extender renews every held lock in one call), and memory stays within the bound plus
+    // one call.
+    if (this.#unanswered >= MAX_UNANSWERED_LOCKS) {
       return Promise.resolve({
         ok: false,
         error: new Error(

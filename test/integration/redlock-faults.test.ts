@@ -149,8 +149,8 @@ describe('Redlock under faults', () => {
       const [lock] = (await redlock.acquireMany(['hung:after'], { retryCount: 0 })).filter(isLock);
       expect(lock).toBeDefined();
       expect(await client.get('srw:{hung:after}:lock')).toBe(lock?.value);
-      // One call larger than the bound still goes to a node that owes nothing (the extender renews every
-      // held lock in one call).
+      // A call larger than the bound still goes to a node that answers (the extender renews every held
+      // lock in one call), even while an earlier call to it is unanswered.
       const many = Array.from({ length: MAX_UNANSWERED_LOCKS + 1 }, (_, i) => `hung:many:${i}`);
       const big = (await redlock.acquireMany(many, { retryCount: 0 })).filter(isLock);
       expect(big).toHaveLength(many.length);
