@@ -305,6 +305,11 @@ export const WORKER_DEFAULTS = {
   logMessageBodies: false,
 } as const;
 
+/** The longest completion window a lock TTL allows: a finished message's lock waits that long unextended. */
+export function maxCompletionWindowMs(lockTtlMs: number): number {
+  return lockTtlMs / 3;
+}
+
 /** Applies defaults and checks every rule, alone and across options. Throws {@link ConfigError}. */
 export function resolveWorkerOptions<T>(options: WorkerOptions<T>): ResolvedWorkerOptions<T> {
   if (options === null || typeof options !== 'object')
@@ -348,7 +353,7 @@ export function resolveWorkerOptions<T>(options: WorkerOptions<T>): ResolvedWork
   }
   const lockTtlMs = o.redlock.options.ttlMs;
   integer('completionWindowMs', o.completionWindowMs, { min: 0 });
-  if (o.completionWindowMs > lockTtlMs / 3) {
+  if (o.completionWindowMs > maxCompletionWindowMs(lockTtlMs)) {
     throw new ConfigError(
       'completionWindowMs',
       o.completionWindowMs,

@@ -129,26 +129,22 @@ export async function runBatch<T>(
   }));
   const runningOf = new Map(running.map((r) => [r.message, r]));
   const hydratedOf = new Map(hydrated.map((h) => [h.message, h]));
-  const settledEarly = new Set<Message>(deps.settleEarly ? outcomes.keys() : []);
+  const settledEarly = new Set<Message>();
   const settling: Promise<void>[] = [];
-  if (settledEarly.size > 0) {
+  /** Hands outcomes to the runtime before the batch is done (without settleEarly they are returned). */
+  const settleNow = (now: readonly Message[]): void => {
+    if (!deps.settleEarly || now.length === 0) return;
+    for (const message of now) settledEarly.add(message);
     settling.push(
-      deps.settleEarly?.(
-        [...settledEarly].map((message) => ({ message, outcome: outcomes.get(message) as Outcome })),
-      ) ?? Promise.resolve(),
+      deps.settleEarly(now.map((message) => ({ message, outcome: outcomes.get(message) as Outcome }))),
     );
-  }
-  const finisher = new Finisher(deps, outcomes, running.length, (finished) => {
-    // Settled as soon as its lock has ended, not when the batch's slowest handler is done: a slow
-    // neighbour must not hold a finished message's deletion (and its marker) back.
-    if (!deps.settleEarly) return;
-    for (const f of finished) settledEarly.add(f.message);
-    settling.push(
-      deps.settleEarly(
-        finished.map(({ message }) => ({ message, outcome: outcomes.get(message) as Outcome })),
-      ),
-    );
-  });
+  };
+  // What will not run is settled at once; the rest as soon as its lock has ended, not when the batch's
+  // slowest handler is done: a slow neighbour must not hold a finished message's deletion back.
+  settleNow([...outcomes.keys()]);
+  const finisher = new Finisher(deps, outcomes, running.length, (finished) =>
+    settleNow(finished.map((f) => f.message)),
+  );
   deps.inFlight?.add(running);
   try {
     // allSettled: an unexpected throw in one group must not end the batch's locks while others still run.

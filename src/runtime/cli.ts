@@ -14,7 +14,7 @@ import { Redlock } from '../lock/redlock.ts';
 import { type MetricsServer, startMetricsServer } from '../observability/http.ts';
 import { createLogger } from '../observability/logger.ts';
 import { createMetrics } from '../observability/metrics.ts';
-import { REDLOCK_DEFAULTS, WORKER_DEFAULTS } from '../options.ts';
+import { maxCompletionWindowMs, REDLOCK_DEFAULTS, WORKER_DEFAULTS } from '../options.ts';
 import { Worker } from './worker.ts';
 
 export const COMMAND = 'sqs-redlock-worker';
@@ -208,7 +208,7 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     0,
     1_200_000,
   );
-  if (completionWindowMs > lockTtlMs / 3) {
+  if (completionWindowMs > maxCompletionWindowMs(lockTtlMs)) {
     throw new ConfigError(
       'COMPLETION_WINDOW_MS',
       env.COMPLETION_WINDOW_MS,
