@@ -63,8 +63,8 @@
  *
  * Long-running handlers: EXTENSION_LOCKS locks on nodes 0-2 held for EXTENSION_HOLD_MS with a short TTL
  * (EXTENSION_TTL_MS) so many extension ticks happen, every engine renewing each lock every TTL / 3:
- * - this project's Worker: EXTENSION_LOCKS messages in flight (100 pollers, handlers blocked), kept alive by
- *   its heartbeat (one extendMany over every in-flight lock per beat, heartbeatIntervalMs = TTL / 3);
+ * - this project's Worker: EXTENSION_LOCKS messages in flight (100 pollers, handlers blocked), their locks
+ *   kept alive by its Redlock's extender (every due lock in one call per node per tick, about TTL / 3);
  * - this project's Redlock with `autoExtend` (its one extender renews every due lock in one call per node),
  *   locks taken 10 per acquireMany, the batches spread evenly over one extension interval;
  * - EXTENSION_LOCKS redis-semaphore RedlockMutex instances, refreshInterval = TTL / 3 (one timer per lock),
@@ -496,7 +496,7 @@ type ExtensionEngine = 'ours-worker' | 'ours-redlock' | 'redis-semaphore';
 const EXTENSION_ENGINES: readonly ExtensionEngine[] = ['ours-worker', 'ours-redlock', 'redis-semaphore'];
 
 const EXTENSION_LABELS: Record<ExtensionEngine, string> = {
-  'ours-worker': `sqs-redlock-worker Worker: heartbeat over ${fmt(EXTENSION_LOCKS)} in-flight messages`,
+  'ours-worker': `sqs-redlock-worker Worker: ${fmt(EXTENSION_LOCKS)} in-flight messages`,
   'ours-redlock': 'sqs-redlock-worker Redlock, autoExtend (one extender)',
   'redis-semaphore': `redis-semaphore RedlockMutex × ${fmt(EXTENSION_LOCKS)} (per-lock refresh timers)`,
 };
@@ -586,7 +586,8 @@ class HoldingHandler extends BaseHandler<string> {
 
 /**
  * A Worker with EXTENSION_LOCKS messages in flight (batches of 10, enough pollers for all of them), every
- * handler blocked until released: its heartbeat renews every in-flight lock (and visibility) each beat.
+ * handler blocked until released: its Redlock's extender renews every in-flight lock, its heartbeat the
+ * visibility.
  */
 async function holdWorker(f: Fixture, clients: Redis[]): Promise<HeldLocks> {
   const redlock = new Redlock(clients, {
@@ -1087,7 +1088,7 @@ function report(
       '"period" = one extension interval, in which every lock is renewed once: an extension tick of the whole set. ' +
       '"Round trips" = commands the engine\'s clients sent; "Redis cmds" = INFO commandstats calls (Lua-run ' +
       'GET / PEXPIRE included); "Renewals" = PEXPIRE calls per node. The Worker keeps its in-flight locks alive ' +
-      'with its heartbeat, which calls extendMany over every in-flight lock: one round trip per node per beat too.',
+      "through its Redlock's extender, which renews every due lock in one call: one round trip per node per tick too.",
     '',
     '## Targets',
     '',

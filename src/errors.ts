@@ -104,7 +104,11 @@ export class LockCompletedError extends SqsRedlockWorkerError {
   }
 }
 
-/** A message's visibility could not be extended: another consumer may receive it. */
+/**
+ * A message's visibility could not be extended: another consumer may receive it.
+ * @deprecated No longer raised: a failed visibility extension never aborts a handler (the lock, not
+ * the visibility, decides exclusivity). Kept exported for compatibility.
+ */
 export class VisibilityLostError extends SqsRedlockWorkerError {
   override readonly name = 'VisibilityLostError';
   readonly messageId: string | undefined;

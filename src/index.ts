@@ -15,6 +15,7 @@ export type { Outcome, OutcomeKind } from './handler/outcome.ts';
 export type { AdoptOptions, AdoptRefusal, AdoptResult, LockHandoff } from './lock/adopt.ts';
 export { Lock, type LockState } from './lock/lock.ts';
 export type { RedisClient } from './lock/node.ts';
+export { REDLOCK_DEFAULTS, type RedlockOptions } from './lock/options.ts';
 export {
   type AcquireOptions,
   type AcquireResult,
@@ -43,14 +44,7 @@ export {
   type MetricsWorker,
   OUTCOME_EVENTS,
 } from './observability/metrics.ts';
-export {
-  LAMBDA_DEFAULTS,
-  type LambdaOptions,
-  REDLOCK_DEFAULTS,
-  type RedlockOptions,
-  WORKER_DEFAULTS,
-  type WorkerOptions,
-} from './options.ts';
+export { LAMBDA_DEFAULTS, type LambdaOptions, WORKER_DEFAULTS, type WorkerOptions } from './options.ts';
 export { createLambdaHandler, type LambdaEvents, type LambdaHandler } from './runtime/lambda.ts';
 export {
   DEFAULT_PENDING_TTL_MS,

@@ -4,171 +4,7 @@ import { ConfigError } from './errors.ts';
 import type { BaseHandler } from './handler/base-handler.ts';
 import type { Redlock } from './lock/redlock.ts';
 import { defaultLogger } from './observability/logger.ts';
-
-/** Options of {@link Redlock}. Every field is optional; defaults are resolved by {@link resolveRedlockOptions}. */
-export interface RedlockOptions {
-  /**
-   * How long a lock lives on each node without an extension, in ms.
-   * @defaultValue 30000
-   */
-  ttlMs?: number;
-  /**
-   * Clock drift allowance as a fraction of the TTL: validity = ttl - elapsed - (ttl * driftFactor + 2 ms).
-   * @defaultValue 0.01
-   */
-  driftFactor?: number;
-  /**
-   * How many times `acquire` tries again after a failed attempt (held or no quorum). `acquireMany`
-   * takes the same default; the worker passes 0 and backs off through SQS instead.
-   * @defaultValue 3
-   */
-  retryCount?: number;
-  /**
-   * Base delay between attempts, in ms.
-   * @defaultValue 200
-   */
-  retryDelayMs?: number;
-  /**
-   * Up to this much random delay is added to each retry delay, in ms.
-   * @defaultValue 100
-   */
-  retryJitterMs?: number;
-  /**
-   * Upper bound on the whole acquisition, retries included, in ms: no attempt starts after it.
-   * @defaultValue 10000
-   */
-  acquireTimeoutMs?: number;
-  /**
-   * How long one command to one node may take before that node counts as a "no", in ms. A dead, slow
-   * or paused node never stalls an operation for longer. Must be below a third of `ttlMs`.
-   * @defaultValue 500
-   */
-  commandTimeoutMs?: number;
-  /**
-   * How long to wait for a client that is still making its first connection (a Lambda cold start)
-   * before it counts as a "no", in ms. Clients that were connected before and are now reconnecting
-   * are not waited for.
-   * @defaultValue 5000
-   */
-  connectTimeoutMs?: number;
-  /**
-   * Extend held locks automatically (one batched call per node per tick, about ttl/3).
-   * @defaultValue true
-   */
-  autoExtend?: boolean;
-  /**
-   * How long a completion marker written by `complete()` lives, in ms: the window in which a
-   * redelivered duplicate is recognised and acked without running the handler again.
-   * @defaultValue 86400000 (24 h)
-   */
-  completionTtlMs?: number;
-  /**
-   * How long an idle key's fencing counter is kept, in ms (0 keeps it forever). Counters are seeded
-   * from the clock, so tokens stay monotonic after an idle counter expires; see the README.
-   * @defaultValue 86400000 (24 h)
-   */
-  fencingTtlMs?: number;
-  /**
-   * Prefix of every Redis key the engine writes.
-   * @defaultValue 'srw:'
-   */
-  keyPrefix?: string;
-  /**
-   * A winston logger for warnings (a single node is not fault tolerant) and lock events.
-   * @defaultValue a JSON logger at `LOG_LEVEL` (see createLogger)
-   */
-  logger?: Logger;
-}
-
-export type ResolvedRedlockOptions = Required<Omit<RedlockOptions, 'logger'>> & {
-  logger: Logger | undefined;
-};
-
-export const REDLOCK_DEFAULTS = {
-  ttlMs: 30_000,
-  driftFactor: 0.01,
-  retryCount: 3,
-  retryDelayMs: 200,
-  retryJitterMs: 100,
-  acquireTimeoutMs: 10_000,
-  commandTimeoutMs: 500,
-  connectTimeoutMs: 5_000,
-  autoExtend: true,
-  completionTtlMs: 86_400_000,
-  fencingTtlMs: 86_400_000,
-  keyPrefix: 'srw:',
-} as const satisfies Required<Omit<RedlockOptions, 'logger'>>;
-
-/** Applies defaults and checks every rule, alone and across options. Throws {@link ConfigError}. */
-export function resolveRedlockOptions(options: RedlockOptions = {}): ResolvedRedlockOptions {
-  const o = { ...REDLOCK_DEFAULTS, ...dropUndefined(options), logger: options.logger };
-  integer('ttlMs', o.ttlMs, { min: 10 });
-  number('driftFactor', o.driftFactor, { min: 0, max: 0.5 });
-  integer('retryCount', o.retryCount, { min: 0 });
-  integer('retryDelayMs', o.retryDelayMs, { min: 0 });
-  integer('retryJitterMs', o.retryJitterMs, { min: 0 });
-  integer('acquireTimeoutMs', o.acquireTimeoutMs, { min: 0 });
-  integer('commandTimeoutMs', o.commandTimeoutMs, { min: 1 });
-  integer('connectTimeoutMs', o.connectTimeoutMs, { min: 0 });
-  boolean('autoExtend', o.autoExtend);
-  integer('completionTtlMs', o.completionTtlMs, { min: 1 });
-  integer('fencingTtlMs', o.fencingTtlMs, { min: 0 });
-  if (typeof o.keyPrefix !== 'string') throw new ConfigError('keyPrefix', o.keyPrefix, 'must be a string');
-  if (o.commandTimeoutMs * 3 >= o.ttlMs) {
-    throw new ConfigError(
-      'commandTimeoutMs',
-      o.commandTimeoutMs,
-      `must be below a third of ttlMs (${o.ttlMs}) so an extension can fail and be retried before the lock expires`,
-    );
-  }
-  if (o.fencingTtlMs !== 0 && o.fencingTtlMs <= o.ttlMs) {
-    throw new ConfigError('fencingTtlMs', o.fencingTtlMs, `must be 0 (forever) or above ttlMs (${o.ttlMs})`);
-  }
-  return o;
-}
-
-/** A per-call TTL override is checked against the same rules as the option. */
-export function checkTtl(option: string, ttlMs: number, commandTimeoutMs: number): number {
-  integer(option, ttlMs, { min: 10 });
-  if (commandTimeoutMs * 3 >= ttlMs) {
-    throw new ConfigError(option, ttlMs, `must be above 3 x commandTimeoutMs (${commandTimeoutMs})`);
-  }
-  return ttlMs;
-}
-
-// ---- rule helpers, shared by every options resolver of the package ----
-
-export function dropUndefined<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-export function number(option: string, value: unknown, range: { min?: number; max?: number } = {}): number {
-  const { min = -Infinity, max = Infinity } = range;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
-    throw new ConfigError(option, value, `must be a number${rangeText(min, max)}`);
-  }
-  return value;
-}
-
-export function integer(option: string, value: unknown, range: { min?: number; max?: number } = {}): number {
-  const { min = -Infinity, max = Infinity } = range;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(option, value, `must be an integer${rangeText(min, max)}`);
-  }
-  return value;
-}
-
-export function boolean(option: string, value: unknown): boolean {
-  if (typeof value !== 'boolean') throw new ConfigError(option, value, 'must be a boolean');
-  return value;
-}
-
-function rangeText(min: number, max: number): string {
-  if (min !== -Infinity && max !== Infinity) return ` between ${min} and ${max}`;
-  if (min !== -Infinity) return ` >= ${min}`;
-  if (max !== Infinity) return ` <= ${max}`;
-  return '';
-}
+import { boolean, checkHandoffSecret, dropUndefined, integer, number } from './validate.ts';
 
 // ---- Worker ----
 
@@ -212,11 +48,21 @@ export interface WorkerOptions<T> {
    */
   extendVisibility?: boolean;
   /**
-   * Interval of the heartbeat that extends, in one batched call each, the locks and the visibility
-   * of every in-flight message.
-   * @defaultValue a third of the smaller of the lock TTL and the visibility timeout
+   * Interval of the visibility heartbeat: each beat extends the visibility of every in-flight message
+   * (one ChangeMessageVisibilityBatch per 10), its call cut at the next beat. Locks are not renewed by
+   * it: the Redlock's own extender does that on its own timer, so SQS can never stall lock renewal.
+   * Below half of `visibilityTimeoutSec`.
+   * @defaultValue a third of the visibility timeout
    */
   heartbeatIntervalMs?: number;
+  /**
+   * Deadline of every SQS call the worker makes except ReceiveMessage (delete, change visibility,
+   * dead-letter send, GetQueueAttributes, GetQueueUrl), in ms: a hung connection would otherwise hold a
+   * call for the SDK's 900 s socket timeout. A call past it counts as failed (`sqs_error`); the message
+   * stays in the queue. 100 to 60000, and at most the visibility timeout.
+   * @defaultValue the smaller of 10000 and a third of the visibility timeout
+   */
+  sqsTimeoutMs?: number;
   /**
    * Long-poll wait of each receive, 0 to 20 seconds.
    * @defaultValue 20
@@ -266,6 +112,13 @@ export interface WorkerOptions<T> {
    * @defaultValue false
    */
   logMessageBodies?: boolean;
+  /**
+   * The secret shared with the {@link Publisher}s that dispatch to this queue (at least 32 characters):
+   * a handed-over lock is adopted only if its signature verifies under it. Without it, handoffs are not
+   * trusted: their messages run as ordinary messages (under the handler's `lockKey`), with a warning.
+   * @defaultValue undefined (handoffs are ignored)
+   */
+  handoffSecret?: string;
 }
 
 export interface ResolvedWorkerOptions<T> {
@@ -280,6 +133,7 @@ export interface ResolvedWorkerOptions<T> {
   readonly visibilityTimeoutSec: number;
   readonly extendVisibility: boolean;
   readonly heartbeatIntervalMs: number;
+  readonly sqsTimeoutMs: number;
   readonly waitTimeSeconds: number;
   readonly deadLetterQueueUrl: string | false | undefined;
   readonly retryBaseSec: number;
@@ -289,6 +143,7 @@ export interface ResolvedWorkerOptions<T> {
   readonly completionTtlMs: number | undefined;
   readonly completionWindowMs: number;
   readonly logMessageBodies: boolean;
+  readonly handoffSecret: string | undefined;
 }
 
 export const WORKER_DEFAULTS = {
@@ -304,6 +159,9 @@ export const WORKER_DEFAULTS = {
   completionWindowMs: 50,
   logMessageBodies: false,
 } as const;
+
+/** Bounds of `sqsTimeoutMs` (Worker and Lambda): below 100 ms calls fail on a healthy network. */
+export const SQS_TIMEOUT_RANGE_MS = { min: 100, max: 60_000 } as const;
 
 /** The longest completion window a lock TTL allows: a finished message's lock waits that long unextended. */
 export function maxCompletionWindowMs(lockTtlMs: number): number {
@@ -346,6 +204,7 @@ export function resolveWorkerOptions<T>(options: WorkerOptions<T>): ResolvedWork
   number('quorumBackoffSec', o.quorumBackoffSec, { min: 0, max: 43_200 });
   integer('quorumProbeIntervalMs', o.quorumProbeIntervalMs, { min: 10 });
   boolean('logMessageBodies', o.logMessageBodies);
+  if (o.handoffSecret !== undefined) checkHandoffSecret('handoffSecret', o.handoffSecret);
   if (o.completionTtlMs !== undefined) integer('completionTtlMs', o.completionTtlMs, { min: 1 });
   const dlq = o.deadLetterQueueUrl;
   if (dlq !== undefined && dlq !== false && (typeof dlq !== 'string' || !/^https?:\/\/\S+$/.test(dlq))) {
@@ -361,22 +220,23 @@ export function resolveWorkerOptions<T>(options: WorkerOptions<T>): ResolvedWork
     );
   }
   const visibilityMs = o.visibilityTimeoutSec * 1000;
-  const heartbeatIntervalMs =
-    o.heartbeatIntervalMs ??
-    Math.floor((o.extendVisibility ? Math.min(lockTtlMs, visibilityMs) : lockTtlMs) / 3);
+  // Visibility only: the lock TTL does not bound it, the Redlock's extender renews the locks.
+  const heartbeatIntervalMs = o.heartbeatIntervalMs ?? Math.floor(visibilityMs / 3);
   integer('heartbeatIntervalMs', heartbeatIntervalMs, { min: 10 });
-  if (heartbeatIntervalMs >= lockTtlMs / 2) {
-    throw new ConfigError(
-      'heartbeatIntervalMs',
-      heartbeatIntervalMs,
-      `must be below half the lock TTL (${lockTtlMs} ms)`,
-    );
-  }
   if (o.extendVisibility && heartbeatIntervalMs >= visibilityMs / 2) {
     throw new ConfigError(
       'heartbeatIntervalMs',
       heartbeatIntervalMs,
       `must be below half of visibilityTimeoutSec (${o.visibilityTimeoutSec} s) so visibility is extended in time`,
+    );
+  }
+  const sqsTimeoutMs = o.sqsTimeoutMs ?? Math.min(10_000, Math.floor(visibilityMs / 3));
+  integer('sqsTimeoutMs', sqsTimeoutMs, { min: SQS_TIMEOUT_RANGE_MS.min, max: SQS_TIMEOUT_RANGE_MS.max });
+  if (sqsTimeoutMs > visibilityMs) {
+    throw new ConfigError(
+      'sqsTimeoutMs',
+      sqsTimeoutMs,
+      `must be at most visibilityTimeoutSec (${o.visibilityTimeoutSec} s): a call that outlives the message's visibility answers too late to matter`,
     );
   }
   return {
@@ -388,8 +248,10 @@ export function resolveWorkerOptions<T>(options: WorkerOptions<T>): ResolvedWork
     logger: o.logger ?? defaultLogger(),
     fifo: o.queueUrl.endsWith('.fifo'),
     heartbeatIntervalMs,
+    sqsTimeoutMs,
     deadLetterQueueUrl: dlq,
     completionTtlMs: o.completionTtlMs,
+    handoffSecret: o.handoffSecret,
   };
 }
 
@@ -464,6 +326,20 @@ export interface LambdaOptions {
    * @defaultValue false
    */
   logMessageBodies?: boolean;
+  /**
+   * The secret shared with the {@link Publisher}s that dispatch to this queue (at least 32 characters):
+   * a handed-over lock is adopted only if its signature verifies under it. Without it, handoffs are not
+   * trusted: their messages run as ordinary messages (under the handler's `lockKey`), with a warning.
+   * @defaultValue undefined (handoffs are ignored)
+   */
+  handoffSecret?: string;
+  /**
+   * Deadline of every SQS call the handler makes (change visibility, dead-letter send,
+   * GetQueueAttributes), in ms: a hung connection must not run the function into its timeout. A call
+   * past it counts as failed (`sqs_error`); the message is reported as a failure. 100 to 60000.
+   * @defaultValue 5000
+   */
+  sqsTimeoutMs?: number;
 }
 
 export interface ResolvedLambdaOptions {
@@ -478,10 +354,13 @@ export interface ResolvedLambdaOptions {
   readonly retryMaxSec: number;
   readonly quorumBackoffSec: number;
   readonly logMessageBodies: boolean;
+  readonly handoffSecret: string | undefined;
+  readonly sqsTimeoutMs: number;
 }
 
 export const LAMBDA_DEFAULTS = {
   safetyMarginMs: 2_000,
+  sqsTimeoutMs: 5_000,
   retryBaseSec: 2,
   retryMaxSec: 900,
   quorumBackoffSec: 5,
@@ -517,6 +396,8 @@ export function resolveLambdaOptions(options: LambdaOptions): ResolvedLambdaOpti
   }
   number('quorumBackoffSec', o.quorumBackoffSec, { min: 0, max: 43_200 });
   boolean('logMessageBodies', o.logMessageBodies);
+  if (o.handoffSecret !== undefined) checkHandoffSecret('handoffSecret', o.handoffSecret);
+  integer('sqsTimeoutMs', o.sqsTimeoutMs, { min: SQS_TIMEOUT_RANGE_MS.min, max: SQS_TIMEOUT_RANGE_MS.max });
   return {
     redlock: redlock as Redlock | (() => Redlock),
     sqs: o.sqs ?? new SQSClient({}),
@@ -529,5 +410,7 @@ export function resolveLambdaOptions(options: LambdaOptions): ResolvedLambdaOpti
     retryMaxSec: o.retryMaxSec,
     quorumBackoffSec: o.quorumBackoffSec,
     logMessageBodies: o.logMessageBodies,
+    handoffSecret: o.handoffSecret,
+    sqsTimeoutMs: o.sqsTimeoutMs,
   };
 }

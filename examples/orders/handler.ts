@@ -9,7 +9,8 @@ export interface Charge {
 
 /**
  * Charges an order. Locked by order id (not MessageId), so two different messages about the same order
- * never charge it at the same time; the store rejects a stale fencing token.
+ * never run at the same time; deduplicated by the charge of that order, so a producer's duplicate send
+ * is acked without charging again; the store rejects a stale fencing token.
  */
 export class ChargeOrderHandler extends BaseHandler<Charge> {
   readonly #store: OrdersStore;
@@ -27,8 +28,14 @@ export class ChargeOrderHandler extends BaseHandler<Charge> {
     return { orderId, cents: cents as number };
   }
 
+  /** Mutual exclusion: one message about an order runs at a time (a refund waits for the charge). */
   override lockKey(charge: Charge): string {
     return `order:${charge.orderId}`;
+  }
+
+  /** Deduplication: an order is charged once, however many messages ask for it. */
+  override idempotencyKey(charge: Charge): string {
+    return `charge:${charge.orderId}`;
   }
 
   async handle(charge: Charge, ctx: HandlerContext): Promise<void> {

@@ -23,8 +23,9 @@ export function reportTaskKey(task: ReportTask): string {
  * worker adopts it (same key, same fencing token) instead of acquiring one, so between the dispatch and
  * the end of `handle` the task is never free for a second run (a handoff that expired in the queue is
  * acquired again under the same key). `lockKey` is only asked for a message that carries no handoff (sent
- * without the Publisher): it is the same task key, so that message too runs under the task's lock and
- * completion marker.
+ * without the Publisher) or one whose signature does not verify (see HANDOFF_SECRET): it and
+ * `idempotencyKey` are the same task key, so that message too runs under the task's lock and completion
+ * marker.
  */
 export class NightlyReportHandler extends BaseHandler<ReportTask> {
   readonly #store: ReportStore;
@@ -53,6 +54,11 @@ export class NightlyReportHandler extends BaseHandler<ReportTask> {
   }
 
   override lockKey(task: ReportTask): string {
+    return reportTaskKey(task);
+  }
+
+  /** The task key too: a message sent without the Publisher finds a task that ran done. */
+  override idempotencyKey(task: ReportTask): string {
     return reportTaskKey(task);
   }
 

@@ -5,11 +5,13 @@
  * that ran answers `done`, and nothing is sent for either.
  *
  *   npm run build
- *   SQS_QUEUE_URL=… REDIS_URLS=… node examples/scheduler/scheduler.ts
+ *   SQS_QUEUE_URL=… REDIS_URLS=… HANDOFF_SECRET=… node examples/scheduler/scheduler.ts
  *
  * Environment:
  *   SQS_QUEUE_URL  the queue the workers consume (required)
  *   REDIS_URLS     comma-separated redis:// URLs of the lock quorum: the same nodes as the workers' (required)
+ *   HANDOFF_SECRET the secret the handoffs are signed with, at least 32 characters: the same as the
+ *                  workers' HANDOFF_SECRET, or they ignore the handoffs (required)
  *   CUSTOMERS      comma-separated customer ids (default acme,globex,initech)
  *   REPORT_DATE    the day to report, YYYY-MM-DD (default yesterday, UTC)
  *   EVERY_SEC      run again every EVERY_SEC seconds until Ctrl-C (default: run once)
@@ -69,8 +71,11 @@ async function main(): Promise<void> {
     .split(',')
     .map((url) => url.trim())
     .filter((url) => url.length > 0);
-  if (!queueUrl || redisUrls.length === 0) {
-    throw new Error('SQS_QUEUE_URL and REDIS_URLS are required (see examples/scheduler/README.md)');
+  const handoffSecret = process.env.HANDOFF_SECRET;
+  if (!queueUrl || redisUrls.length === 0 || !handoffSecret) {
+    throw new Error(
+      'SQS_QUEUE_URL, REDIS_URLS and HANDOFF_SECRET are required (see examples/scheduler/README.md)',
+    );
   }
   const customers = (process.env.CUSTOMERS ?? 'acme,globex,initech').split(',').filter((c) => c.length > 0);
   const everySec = Number(process.env.EVERY_SEC ?? 0);
@@ -78,7 +83,7 @@ async function main(): Promise<void> {
   const endpoint = process.env.AWS_ENDPOINT_URL_SQS?.trim();
   const sqs = new SQSClient(endpoint ? { endpoint } : {});
   const redlock = new Redlock(redisUrls.map((url) => new Redis(url, { maxRetriesPerRequest: 1 })));
-  const publisher = new Publisher({ sqs, queueUrl, redlock });
+  const publisher = new Publisher({ sqs, queueUrl, redlock, handoffSecret });
   const stop = new AbortController();
   process.once('SIGINT', () => stop.abort());
   process.once('SIGTERM', () => stop.abort());

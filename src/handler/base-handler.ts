@@ -7,10 +7,15 @@ export interface HandlerContext {
   readonly message: Message;
   readonly messageId: string;
   /**
-   * The lock key the message runs under: its MessageId unless `lockKey` says otherwise, or, for a
-   * message dispatched by a Publisher, the task key whose lock it carries.
+   * The lock key the message runs under (the mutual-exclusion scope): its MessageId unless `lockKey`
+   * says otherwise, or, for a message dispatched by a Publisher, the task key whose lock it carries.
    */
   readonly lockKey: string;
+  /**
+   * The idempotency key whose completion marker this run writes on success (the deduplication scope):
+   * its MessageId unless `idempotencyKey` says otherwise; for a Publisher's task, the task key.
+   */
+  readonly idempotencyKey: string;
   /** `ApproximateReceiveCount`: 1 on the first delivery. */
   readonly receiveCount: number;
   /**
@@ -39,9 +44,19 @@ export abstract class BaseHandler<T> {
   abstract handle(input: T, context: HandlerContext): Promise<void>;
 
   /**
-   * The key to lock the message by. Default: its MessageId. Key by a business id (an order id) to
-   * serialise work on the same entity across different messages. Not called for a message that
-   * carries a lock handed over by a Publisher: it runs under that lock's key.
+   * The mutual-exclusion scope: messages with the same lock key never run at the same time. Default:
+   * the MessageId. Key by a business id (an order id) to serialise different messages about the same
+   * entity (charge, then ship): each still runs, one at a time. Not called for a message that carries
+   * a lock handed over by a Publisher: it runs under that lock's key.
    */
   lockKey?(input: T, message: Message): string;
+
+  /**
+   * The deduplication scope: once a message with this key succeeded, a later message with the same key
+   * is acked as a duplicate without running (within `completionTtlMs`). Default: the MessageId, so only
+   * redeliveries of the same message are duplicates. Return a producer's request id (or an order id)
+   * to run a producer's duplicate sends once; give those messages the same lock key too, or two of them
+   * can run at the same time before either is marked done. Not called for a Publisher's task (its key is both).
+   */
+  idempotencyKey?(input: T, message: Message): string;
 }

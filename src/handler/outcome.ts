@@ -13,8 +13,8 @@ export type Outcome =
       readonly durationMs: number;
       readonly marked: boolean;
     }
-  /** The key's completion marker exists: a duplicate delivery of finished work. Delete, do not run. */
-  | { readonly kind: 'duplicate'; readonly lockKey: string }
+  /** The idempotency key's completion marker exists: a duplicate of finished work. Delete, do not run. */
+  | { readonly kind: 'duplicate'; readonly lockKey: string; readonly idempotencyKey: string }
   /** Another worker holds the lock: never delete; back off about its remaining lock time. */
   | { readonly kind: 'contended'; readonly lockKey: string; readonly retryAfterMs: number }
   /** No Redis quorum: never delete; back off and pause polling. */

@@ -1,9 +1,9 @@
 import type { Message } from '@aws-sdk/client-sqs';
-import { serializeError } from 'serialize-error';
 import type { Logger } from 'winston';
 import { acquireOrAdopt, type LockHandoff } from '../lock/adopt.ts';
 import type { Lock } from '../lock/lock.ts';
 import { isLock, type Redlock } from '../lock/redlock.ts';
+import { serializeError } from '../observability/serialize.ts';
 import type { BaseHandler, HandlerContext } from './base-handler.ts';
 import { readLockHandoff } from './handoff.ts';
 import type { MessageOutcome, Outcome } from './outcome.ts';
@@ -12,11 +12,6 @@ import type { MessageOutcome, Outcome } from './outcome.ts';
 export interface InFlightMessage {
   readonly message: Message;
   readonly lock: Lock;
-  /**
-   * Aborted when the message's visibility can no longer be extended: another consumer may receive it.
-   * The handler is told; the lock still decides whether its work counts.
-   */
-  readonly visibility: AbortController;
 }
 
 export interface PipelineDeps<T> {
@@ -25,14 +20,19 @@ export interface PipelineDeps<T> {
   readonly logger: Logger;
   /** FIFO queue: messages of one MessageGroupId run in order, and a failure stops the rest of its group. */
   readonly fifo: boolean;
-  /** Let the lock engine extend the locks (Lambda); false when the runtime's heartbeat does it. */
+  /** Let the Redlock extend the locks while their handlers run, on its own timer (the Worker and Lambda do). */
   readonly autoExtendLocks: boolean;
   /** TTL of completion markers; the Redlock's `completionTtlMs` when undefined. */
   readonly completionTtlMs: number | undefined;
-  /** Aborted at shutdown past its deadline: running handlers are abandoned, the rest skipped. */
+  /**
+   * Aborted at shutdown past its deadline: the rest is skipped, and running handlers are told through
+   * their signal but keep their locks until they settle (a success still counts).
+   */
   readonly shutdown: AbortSignal;
   /** Include message bodies in logs (off by default: bodies may hold personal data). */
   readonly logBodies: boolean;
+  /** The Publishers' secret: a handoff is adopted only if its signature verifies under it. */
+  readonly handoffSecret?: string | undefined;
   /**
    * How long a finished message waits for others of its batch before its lock is completed (0: one turn
    * of the event loop). The batch's last one never waits.
@@ -58,6 +58,7 @@ interface Hydrated<T> {
   readonly message: Message;
   readonly input: T;
   readonly lockKey: string;
+  readonly idempotencyKey: string;
   /** The lock handed over with the message by a Publisher: adopted instead of acquired. */
   readonly handoff?: LockHandoff | undefined;
 }
@@ -91,7 +92,7 @@ export async function runBatch<T>(
   const lockingStarted = performance.now();
   const results = await acquireOrAdopt(
     deps.redlock,
-    hydrated.map((h) => ({ key: h.lockKey, handoff: h.handoff })),
+    hydrated.map((h) => ({ key: h.lockKey, idempotencyKey: h.idempotencyKey, handoff: h.handoff })),
     { retryCount: 0, autoExtend: deps.autoExtendLocks },
   );
   if (hydrated.length > 0) {
@@ -106,7 +107,11 @@ export async function runBatch<T>(
     const result = results[i];
     if (result && isLock(result)) locked.push({ item, lock: result });
     else if (result?.reason === 'done')
-      outcomes.set(item.message, { kind: 'duplicate', lockKey: item.lockKey });
+      outcomes.set(item.message, {
+        kind: 'duplicate',
+        lockKey: item.lockKey,
+        idempotencyKey: item.idempotencyKey,
+      });
     else if (result?.reason === 'held') {
       outcomes.set(item.message, {
         kind: 'contended',
@@ -125,7 +130,6 @@ export async function runBatch<T>(
   const running: InFlightMessage[] = locked.map(({ item, lock }) => ({
     message: item.message,
     lock,
-    visibility: new AbortController(),
   }));
   const runningOf = new Map(running.map((r) => [r.message, r]));
   const hydratedOf = new Map(hydrated.map((h) => [h.message, h]));
@@ -133,11 +137,15 @@ export async function runBatch<T>(
   const settling: Promise<void>[] = [];
   /** Hands outcomes to the runtime before the batch is done (without settleEarly they are returned). */
   const settleNow = (now: readonly Message[]): void => {
-    if (!deps.settleEarly || now.length === 0) return;
+    const { settleEarly } = deps;
+    if (!settleEarly || now.length === 0) return;
     for (const message of now) settledEarly.add(message);
-    settling.push(
-      deps.settleEarly(now.map((message) => ({ message, outcome: outcomes.get(message) as Outcome }))),
-    );
+    const batch = now.map((message) => ({ message, outcome: outcomes.get(message) as Outcome }));
+    // Called on the next microtask, so a synchronous throw is a rejection too; handled at once, since
+    // it is awaited only when the batch is done: until then it would be an unhandled rejection.
+    const pending = Promise.resolve().then(() => settleEarly(batch));
+    pending.catch(() => {});
+    settling.push(pending);
   };
   // What will not run is settled at once; the rest as soon as its lock has ended, not when the batch's
   // slowest handler is done: a slow neighbour must not hold a finished message's deletion back.
@@ -182,7 +190,8 @@ export async function runBatch<T>(
     // the rest as they finish; what never finished (an unexpected throw) is released now.
     await finisher.endAll(running);
   }
-  await Promise.all(settling);
+  // Every early settlement has finished before the batch reports the first that failed.
+  for (const r of await Promise.allSettled(settling)) if (r.status === 'rejected') throw r.reason;
   return messages
     .filter((message) => !settledEarly.has(message))
     .map((message) => ({
@@ -337,7 +346,9 @@ class Finisher<T> {
 async function hydrate<T>(
   deps: PipelineDeps<T>,
   message: Message,
-): Promise<{ input: T; lockKey: string; handoff?: LockHandoff } | { poison: Outcome }> {
+): Promise<
+  { input: T; lockKey: string; idempotencyKey: string; handoff?: LockHandoff } | { poison: Outcome }
+> {
   const poison = (reason: string, error?: unknown): { poison: Outcome } => ({
     poison: { kind: 'poison', reason, error },
   });
@@ -351,21 +362,42 @@ async function hydrate<T>(
   }
   if (input === null || input === undefined) return poison('hydrate returned null');
   // A message dispatched by a Publisher runs under the lock it carries: its key, not `lockKey`'s.
-  const handoff = readLockHandoff(message);
-  if (handoff && 'invalid' in handoff) return poison(handoff.invalid);
-  if (handoff) return { input, lockKey: handoff.key, handoff };
-  let lockKey: string = message.MessageId;
-  if (deps.handler.lockKey) {
-    try {
-      lockKey = deps.handler.lockKey(input, message);
-    } catch (error) {
-      return poison(`lockKey threw: ${error instanceof Error ? error.message : String(error)}`, error);
-    }
-    if (typeof lockKey !== 'string' || lockKey.length === 0) {
-      return poison(`lockKey returned ${JSON.stringify(lockKey)}, not a non-empty string`);
-    }
+  // One whose handoff does not verify could be forged: it must not choose its key, so it runs as an
+  // ordinary message (not poison: its work may be genuine, e.g. a consumer missing the secret).
+  const handoff = readLockHandoff(message, deps.handoffSecret);
+  if (handoff && 'unverified' in handoff) {
+    deps.logger.warn('lock handoff ignored: processed as an ordinary message, under its own lockKey', {
+      messageId: message.MessageId,
+      reason: handoff.unverified,
+    });
+  } else if (handoff) return { input, lockKey: handoff.key, idempotencyKey: handoff.key, handoff };
+  // Two scopes, each the MessageId unless the handler says otherwise.
+  const lockKey = keyFrom(deps.handler, 'lockKey', input, message);
+  if (typeof lockKey !== 'string') return poison(lockKey.invalid, lockKey.error);
+  const idempotencyKey = keyFrom(deps.handler, 'idempotencyKey', input, message);
+  if (typeof idempotencyKey !== 'string') return poison(idempotencyKey.invalid, idempotencyKey.error);
+  return { input, lockKey, idempotencyKey };
+}
+
+/** The handler's `lockKey` or `idempotencyKey` for a message (its MessageId without the hook). */
+function keyFrom<T>(
+  handler: BaseHandler<T>,
+  hook: 'lockKey' | 'idempotencyKey',
+  input: T,
+  message: Message,
+): string | { invalid: string; error?: unknown } {
+  const fn = handler[hook];
+  if (!fn) return message.MessageId as string;
+  let key: unknown;
+  try {
+    key = fn.call(handler, input, message);
+  } catch (error) {
+    return { invalid: `${hook} threw: ${error instanceof Error ? error.message : String(error)}`, error };
   }
-  return { input, lockKey };
+  if (typeof key !== 'string' || key.length === 0) {
+    return { invalid: `${hook} returned ${JSON.stringify(key) ?? String(key)}, not a non-empty string` };
+  }
+  return key;
 }
 
 /** The handler succeeded after its lock's validity ran out: completed only if no one claimed the key since. */
@@ -387,10 +419,11 @@ async function runHandler<T>(
     message: item.message,
     messageId,
     lockKey: item.lockKey,
+    idempotencyKey: item.idempotencyKey,
     receiveCount: receiveCountOf(item.message),
     fencingToken: lock.fencingToken,
     get signal(): AbortSignal {
-      signal ??= AbortSignal.any([lock.signal, entry.visibility.signal, deps.shutdown]);
+      signal ??= AbortSignal.any([lock.signal, deps.shutdown]);
       return signal;
     },
     get logger(): Logger {
@@ -406,19 +439,17 @@ async function runHandler<T>(
     return { kind: 'lock_lost', lockKey: item.lockKey, fencingToken: lock.fencingToken, error };
   }
   const work = Promise.resolve().then(() => deps.handler.handle(item.input, context));
-  const result = await settleOrShutdown(work, deps.shutdown);
+  // Shutdown aborts the signal but never stops the wait: the lock is kept (and extended) until the
+  // handler settles, or another worker could run the message while this one still does.
+  const result = await settled(work);
   const common = { lockKey: item.lockKey, fencingToken: lock.fencingToken };
-  if (result.status === 'shutdown') {
-    context.logger.warn('handler aborted: shutdown deadline passed; the message is made visible again');
-    return { kind: 'aborted', ...common };
-  }
   if (!lock.isHeld && result.status === 'ok' && lock.expiredUnclaimed) {
     // The work succeeded but validity ran out meanwhile (an event-loop stall, Redis unreachable): it
     // counts if no one was granted the key since; completion checks that on a quorum.
     return LATE;
   }
   if (!lock.isHeld) {
-    const error = lock.signal.reason ?? entry.visibility.signal.reason;
+    const error = lock.signal.reason;
     context.logger.error(
       'lock lost while the handler ran: not deleted, not marked; the fencing token guards downstream writes',
       {
@@ -428,6 +459,11 @@ async function runHandler<T>(
     );
     return { kind: 'lock_lost', ...common, error };
   }
+  if (result.status === 'error' && deps.shutdown.aborted) {
+    // It gave up for the shutdown (or failed after it): released and visible again at once.
+    context.logger.warn('handler aborted by shutdown: lock released, the message made visible again');
+    return { kind: 'aborted', ...common };
+  }
   if (result.status === 'error') {
     context.logger.error('handler failed', {
       err: serializeError(result.error),
@@ -436,26 +472,18 @@ async function runHandler<T>(
     });
     return { kind: 'failed', ...common, error: result.error };
   }
+  if (deps.shutdown.aborted) context.logger.warn('handler succeeded after the shutdown deadline: completed');
   return undefined;
 }
 
-type Settled = { status: 'ok' } | { status: 'error'; error: unknown } | { status: 'shutdown' };
+type Settled = { status: 'ok' } | { status: 'error'; error: unknown };
 
-/** Waits for `work`, unless `shutdown` aborts first; a late rejection is swallowed, never unhandled. */
-function settleOrShutdown(work: Promise<void>, shutdown: AbortSignal): Promise<Settled> {
-  const settled = work.then(
+/** How `work` ended; never rejects. */
+function settled(work: Promise<void>): Promise<Settled> {
+  return work.then(
     (): Settled => ({ status: 'ok' }),
     (error: unknown): Settled => ({ status: 'error', error }),
   );
-  if (shutdown.aborted) return Promise.resolve({ status: 'shutdown' });
-  return new Promise((resolve) => {
-    const onAbort = (): void => resolve({ status: 'shutdown' });
-    shutdown.addEventListener('abort', onAbort, { once: true });
-    void settled.then((s) => {
-      shutdown.removeEventListener('abort', onAbort);
-      resolve(s);
-    });
-  });
 }
 
 /** FIFO: one group per MessageGroupId, in batch order. Otherwise every message is its own group. */

@@ -1,5 +1,5 @@
-import type { LockRef, QuorumContext } from './context.ts';
-import { keysOf, sendUntil } from './context.ts';
+import type { LockRef, MarkedLockRef, QuorumContext } from './context.ts';
+import { keysOf, markerKeyOf, sendUntil } from './context.ts';
 import { type FenceRaise, raiseFences } from './fence.ts';
 import { validityMs } from './quorum.ts';
 import type { LockRefusal } from './redlock.ts';
@@ -8,41 +8,41 @@ import { defineScript } from './script.ts';
 
 export const ACQUIRE_SCRIPT = defineScript(
   'acquire',
-  { keysPerLock: 2, argsPerLock: 1 },
+  { keysPerLock: 3, argsPerLock: 1 },
   `
---[[ Acquire a batch of locks on one node.
-  KEYS, per lock i: the lock key, its fencing counter
+--[[ Acquire a batch of locks on one node; a lock whose idempotency key is completed is not taken.
+  KEYS, per lock i: the lock key, its fencing counter, the completion marker of its idempotency key
   ARGV[1]: TTL in ms   ARGV[2]: counter TTL in ms (0 = keep forever)
   ARGV[3]: first token of a new counter (the client's clock in microseconds, so tokens stay monotonic
            after a counter expired or a node came back empty)
-  ARGV[3+i]: our owner value of lock i (random; never starts with '!')
-  Returns, per lock, one integer: > 0 granted, the fencing token | 0 completed: the lock key holds a
-  completion marker ('!' .. token) | < 0 held by another owner, -(its remaining ms + 1) ]]
+  ARGV[3+i]: our owner value of lock i (random)
+  Returns, per lock, one integer: > 0 granted, the fencing token | 0 completed: the marker exists |
+  < 0 held by another owner, -(its remaining ms + 1) ]]
 local ttl, counterTtl, first = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local out = {}
-for i = 1, #KEYS / 2 do
-  local lock, fence, value = KEYS[2 * i - 1], KEYS[2 * i], ARGV[3 + i]
-  local granted = redis.call('SET', lock, value, 'NX', 'PX', ttl)
-  if not granted then
-    local current = redis.call('GET', lock)
-    if current == value then
-      -- Our own earlier attempt, answered too late to count: take it over.
-      redis.call('PEXPIRE', lock, ttl)
-      granted = true
-    elseif string.byte(current, 1) == 33 then
-      out[i] = 0
-    else
-      out[i] = -(redis.call('PTTL', lock) + 1)
-    end
+for i = 1, #KEYS / 3 do
+  local lock, fence, marker, value = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[3 + i]
+  local granted = false
+  if redis.call('EXISTS', marker) == 1 then
+    out[i] = 0
+  elseif redis.call('SET', lock, value, 'NX', 'PX', ttl) then
+    granted = true
+  elseif redis.call('GET', lock) == value then
+    -- Our own earlier attempt, answered too late to count: take it over.
+    redis.call('PEXPIRE', lock, ttl)
+    granted = true
+  else
+    out[i] = -(math.max(redis.call('PTTL', lock), 0) + 1)
   end
   if granted then
     -- A new counter starts at the clock (one SET); an existing one counts on (a failed SET and INCR).
+    local seeded
     if counterTtl > 0 then
-      granted = redis.call('SET', fence, first, 'NX', 'PX', counterTtl)
+      seeded = redis.call('SET', fence, first, 'NX', 'PX', counterTtl)
     else
-      granted = redis.call('SET', fence, first, 'NX')
+      seeded = redis.call('SET', fence, first, 'NX')
     end
-    out[i] = granted and tonumber(first) or redis.call('INCR', fence)
+    out[i] = seeded and tonumber(first) or redis.call('INCR', fence)
   end
 end
 return out
@@ -53,6 +53,8 @@ export type AcquireVerdict =
   | {
       readonly kind: 'granted';
       readonly key: string;
+      /** Whose completion marker the lock writes when it completes. */
+      readonly idempotencyKey: string;
       readonly value: string;
       readonly fencingToken: number;
       /** Monotonic time at which the attempt started. */
@@ -83,14 +85,15 @@ interface Tally {
  */
 export async function acquireBatch(
   ctx: QuorumContext,
-  requests: readonly LockRef[],
+  requests: readonly MarkedLockRef[],
   ttlMs: number,
 ): Promise<AcquireVerdict[]> {
   const startedAt = ctx.now();
   const firstToken = String(Date.now() * 1000 + 1);
+  const prefix = ctx.options.keyPrefix;
   const items = requests.map((r) => {
-    const k = keysOf(ctx.options.keyPrefix, r.key);
-    return { keys: [k.lock, k.fence], args: [r.value] };
+    const k = keysOf(prefix, r.key);
+    return { keys: [k.lock, k.fence, markerKeyOf(prefix, r.idempotencyKey)], args: [r.value] };
   });
   // Decided once every key is granted by a quorum or seen completed: the slowest node is not waited for.
   const replies = await sendUntil(
@@ -159,13 +162,14 @@ export async function acquireBatch(
 
 function decide(
   ctx: QuorumContext,
-  request: LockRef,
+  request: MarkedLockRef,
   t: Tally,
   at: { validity: number; startedAt: number; decidedAt: number; failedNodes: string[]; atToken: number },
 ): AcquireVerdict {
   const { key } = request;
   const { validity, startedAt, decidedAt, failedNodes, atToken } = at;
-  // One node's marker is enough: a marker is only written by an owner after its work succeeded.
+  // One node's marker is enough: a marker is only written by a holder of a valid quorum lock after its
+  // work succeeded (see COMPLETE_SCRIPT and RECLAIM_SCRIPT).
   if (t.done > 0) return { kind: 'done', key };
   const answered = t.granted.length + t.held;
   if (t.granted.length < ctx.quorum) {
@@ -186,7 +190,8 @@ function decide(
     return { kind: 'quorum', key, failedNodes, detail: 'granted too late: no validity left of the TTL' };
   }
   const deadline = decidedAt + validity;
-  return { kind: 'granted', key, value: request.value, fencingToken: token, startedAt, deadline };
+  const { idempotencyKey, value } = request;
+  return { kind: 'granted', key, idempotencyKey, value, fencingToken: token, startedAt, deadline };
 }
 
 /** The refusal a caller sees for a verdict that did not grant the lock. */

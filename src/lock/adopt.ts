@@ -6,11 +6,11 @@ import {
   LockLostError,
   QuorumUnavailableError,
 } from '../errors.ts';
-import { checkTtl } from '../options.ts';
 import { type AcquireVerdict, acquireBatch, toRefusal } from './acquire.ts';
 import type { LockRef, QuorumContext } from './context.ts';
-import { keysOf, sendUntil } from './context.ts';
+import { keysOf, markerKeyOf, sendUntil } from './context.ts';
 import { Lock } from './lock.ts';
+import { checkTtl } from './options.ts';
 import { validityMs, withJitter } from './quorum.ts';
 import type { AcquireOptions, AcquireResult, LockRefusal, Redlock } from './redlock.ts';
 import { releaseBatch, rollback } from './release.ts';
@@ -32,29 +32,31 @@ import { defineScript } from './script.ts';
 
 export const ADOPT_SCRIPT = defineScript(
   'adopt',
-  { keysPerLock: 1, argsPerLock: 2 },
+  { keysPerLock: 2, argsPerLock: 2 },
   `
 --[[ Adopt a batch of handed-over locks on one node: a lock key that still holds the handed-over owner
   value takes the adopter's own value (so the handed-over value proves ownership only once) and its TTL.
-  KEYS, per lock i: the lock key
+  A handed-over task's key is also its idempotency key: once its marker exists, nothing is adopted.
+  KEYS, per lock i: the lock key, the completion marker of the task key
   ARGV[1]: TTL in ms   ARGV[2i]: the handed-over owner value   ARGV[2i+1]: our new owner value
-  Returns, per lock: 1 adopted | 0 completion marker ('!' .. token) | -1 free (the handoff expired) |
+  Returns, per lock: 1 adopted | 0 the marker exists | -1 free (the handoff expired) |
   -(remaining ms + 2) held by another owner ]]
 local ttl = ARGV[1]
 local out = {}
-for i = 1, #KEYS do
-  local current = redis.call('GET', KEYS[i])
+for i = 1, #KEYS / 2 do
+  local lock, marker = KEYS[2 * i - 1], KEYS[2 * i]
+  local current = redis.call('GET', lock)
   local handed, ours = ARGV[2 * i], ARGV[2 * i + 1]
-  if current == handed or current == ours then
+  if redis.call('EXISTS', marker) == 1 then
+    out[i] = 0
+  elseif current == handed or current == ours then
     -- (ours: our own attempt, answered too late to count: take it over.)
-    redis.call('SET', KEYS[i], ours, 'PX', ttl)
+    redis.call('SET', lock, ours, 'PX', ttl)
     out[i] = 1
   elseif not current then
     out[i] = -1
-  elseif string.byte(current, 1) == 33 then
-    out[i] = 0
   else
-    out[i] = -(math.max(redis.call('PTTL', KEYS[i]), 0) + 2)
+    out[i] = -(math.max(redis.call('PTTL', lock), 0) + 2)
   end
 end
 return out
@@ -150,8 +152,9 @@ export async function adoptBatch(
 ): Promise<AdoptVerdict[]> {
   if (requests.length === 0) return [];
   const startedAt = ctx.now();
+  const prefix = ctx.options.keyPrefix;
   const items = requests.map((r) => ({
-    keys: [keysOf(ctx.options.keyPrefix, r.key).lock],
+    keys: [keysOf(prefix, r.key).lock, markerKeyOf(prefix, r.key)],
     args: [r.value, r.newValue],
   }));
   // Decided once every key is adopted by a quorum or seen completed: the slowest node is not waited for.
@@ -215,7 +218,7 @@ function decide(
 ): AdoptVerdict {
   const { key } = request;
   const spare = ctx.nodes.length - ctx.quorum;
-  // One node's marker is enough: a marker is only written by an owner after its work succeeded.
+  // One node's marker is enough: a marker is only written by a valid quorum holder after its work succeeded.
   if (t.done > 0) return { kind: 'done', key };
   if (t.adopted >= ctx.quorum) {
     if (at.validity <= 0) {
@@ -225,6 +228,7 @@ function decide(
     return {
       kind: 'granted',
       key,
+      idempotencyKey: key,
       value: request.newValue,
       fencingToken: request.fencingToken,
       startedAt: at.startedAt,
@@ -275,6 +279,8 @@ export function adoptRefusalError(refusal: AdoptRefusal, handoff: LockHandoff, q
 /** A key to lock: handed over (adopt it) or not (acquire it). */
 export interface LockRequest {
   readonly key: string;
+  /** Whose completion marker counts (default: `key`). A handed-over task's is always its key. */
+  readonly idempotencyKey?: string | undefined;
   readonly handoff?: LockHandoff | undefined;
 }
 
@@ -297,10 +303,10 @@ export async function acquireOrAdopt(
   options: Pick<AcquireOptions, 'autoExtend' | 'retryCount'> = {},
 ): Promise<AcquireResult[]> {
   const handed: { index: number; handoff: LockHandoff }[] = [];
-  const plain: { index: number; key: string }[] = [];
+  const plain: { index: number; key: string; idempotencyKey: string | undefined }[] = [];
   requests.forEach((r, index) => {
     if (r.handoff) handed.push({ index, handoff: r.handoff });
-    else plain.push({ index, key: r.key });
+    else plain.push({ index, key: r.key, idempotencyKey: r.idempotencyKey });
   });
   const adoptOptions = options.autoExtend === undefined ? {} : { autoExtend: options.autoExtend };
   const [adopted, acquired] = await Promise.all([
@@ -312,7 +318,7 @@ export async function acquireOrAdopt(
       : [],
     plain.length > 0
       ? redlock.acquireMany(
-          plain.map((p) => p.key),
+          plain.map(({ key, idempotencyKey }) => ({ key, idempotencyKey })),
           options,
         )
       : [],
@@ -396,7 +402,9 @@ export async function acquireForHandoff(
   const [value] = newOwnerValues(1) as [string];
   const giveUpAt = ctx.now() + o.acquireTimeoutMs;
   for (let attempt = 0; ; attempt++) {
-    const [verdict] = (await acquireBatch(ctx, [{ key, value }], ttlMs)) as [AcquireVerdict];
+    // The task key is both scopes: one pending dispatch at a time, and 'done' once any run completed.
+    const request = { key, idempotencyKey: key, value };
+    const [verdict] = (await acquireBatch(ctx, [request], ttlMs)) as [AcquireVerdict];
     if (verdict.kind === 'granted') {
       const { fencingToken, deadline } = verdict;
       return { key, value, fencingToken, ttlMs, validUntil: Date.now() + (deadline - ctx.now()) };

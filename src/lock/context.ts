@@ -1,5 +1,5 @@
-import type { ResolvedRedlockOptions } from '../options.ts';
 import type { NodeReply, RedisNode } from './node.ts';
+import type { ResolvedRedlockOptions } from './options.ts';
 import type { LuaScript, ScriptItem } from './script.ts';
 
 /** What every operation module needs: the nodes, the quorum, the options and a monotonic clock. */
@@ -13,7 +13,7 @@ export interface QuorumContext {
 
 /**
  * The Redis keys of one lock, sharing a hash tag (so a Cluster keeps them in one slot): the lock key
- * holds the owner value, or the completion marker once the work is done; the fence key the counter.
+ * holds the owner value while the lock is held; the fence key the fencing counter.
  */
 export interface LockKeys {
   readonly lock: string;
@@ -23,6 +23,16 @@ export interface LockKeys {
 export function keysOf(prefix: string, key: string): LockKeys {
   const tag = `${prefix}{${key}}`;
   return { lock: `${tag}:lock`, fence: `${tag}:fence` };
+}
+
+/**
+ * The completion marker of an idempotency key: the deduplication scope, which is not the lock's
+ * mutual-exclusion scope (several operations on one order share a lock key, each has its own marker).
+ * It has its own hash tag: on a Cluster node, a lock whose two keys fall in different slots is refused
+ * by that node (CROSSSLOT), so there use the same key for both or standalone nodes.
+ */
+export function markerKeyOf(prefix: string, idempotencyKey: string): string {
+  return `${prefix}{${idempotencyKey}}:done`;
 }
 
 /** Sends the same batch to every node at once: one round trip per node, whatever the batch size. */
@@ -98,4 +108,9 @@ export function sendUntil(
 export interface LockRef {
   readonly key: string;
   readonly value: string;
+}
+
+/** A lock with the idempotency key whose completion marker it checks (acquire) or writes (complete). */
+export interface MarkedLockRef extends LockRef {
+  readonly idempotencyKey: string;
 }

@@ -16,7 +16,10 @@ export type LockState = 'held' | 'lost' | 'released' | 'completed';
  * lost, so the holder can stop; `fencingToken` lets downstream writes reject a stale holder.
  */
 export class Lock {
+  /** The mutual-exclusion scope: one holder at a time. */
   readonly key: string;
+  /** The deduplication scope: `complete()` writes this key's marker, and acquiring a lock for it then answers 'done'. */
+  readonly idempotencyKey: string;
   /** Strictly greater than the token of every earlier holder of this key (see the README for the limits). */
   readonly fencingToken: number;
   readonly ttlMs: number;
@@ -35,11 +38,19 @@ export class Lock {
   /** @internal created by Redlock */
   constructor(
     engine: LockEngine,
-    grant: { key: string; value: string; fencingToken: number; ttlMs: number; autoExtend: boolean },
+    grant: {
+      key: string;
+      idempotencyKey: string;
+      value: string;
+      fencingToken: number;
+      ttlMs: number;
+      autoExtend: boolean;
+    },
     validity: { startedAt: number; deadline: number },
   ) {
     this.#engine = engine;
     this.key = grant.key;
+    this.idempotencyKey = grant.idempotencyKey;
     this.value = grant.value;
     this.fencingToken = grant.fencingToken;
     this.ttlMs = grant.ttlMs;
@@ -75,8 +86,9 @@ export class Lock {
   }
 
   /**
-   * Writes the completion marker (so later deliveries of this key answer 'done') and releases the lock,
-   * atomically per node. Resolves true if a quorum did so while we held the lock; never throws.
+   * Writes the completion marker of `idempotencyKey` (so later acquisitions for it answer 'done') and
+   * releases the lock, atomically per node. Resolves true if a quorum did so while we held the lock;
+   * never throws.
    */
   async complete(options?: { ttlMs?: number }): Promise<boolean> {
     const [ok] = await this.#engine.completeLocks([this], options);

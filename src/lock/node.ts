@@ -16,6 +16,19 @@ export type NodeReply =
  */
 export const MAX_UNANSWERED_LOCKS = 5_000;
 
+/**
+ * Locks per EVALSHA: a larger call is split into calls of this size, sent back to back on the same
+ * connection (so still about one round trip). Far above a received batch (10); it bounds the arguments
+ * of one call (a few thousand) and how long one script blocks the node (well under a millisecond).
+ */
+export const MAX_LOCKS_PER_CALL = 500;
+
+function chunksOf<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
 export interface NodeTimeouts {
   readonly commandTimeoutMs: number;
   readonly connectTimeoutMs: number;
@@ -80,24 +93,34 @@ export class RedisNode {
       });
     }
     this.#unanswered += items.length;
-    const call = this.client.isCluster
-      ? Promise.all(items.map((item) => this.#evalBatch(script, shared, [item]))).then((r) => r.flat())
-      : this.#evalBatch(script, shared, items);
-    return call.then(
-      (replies): NodeReply => {
+    let call: Promise<unknown[]>;
+    try {
+      // Chunks are written back to back on one connection: still one round trip, but no call has more
+      // arguments than the client and Redis can take (a spread of 100k arguments throws a RangeError).
+      const chunks = this.client.isCluster
+        ? items.map((item) => [item])
+        : chunksOf(items, MAX_LOCKS_PER_CALL);
+      call = Promise.all(chunks.map((chunk) => this.#evalBatch(script, shared, chunk))).then((r) => r.flat());
+    } catch (error) {
+      call = Promise.reject(error);
+    }
+    // The backlog count is given back exactly once, whatever the call does.
+    return call
+      .then(
+        (replies): NodeReply =>
+          replies.length === items.length
+            ? { ok: true, replies }
+            : {
+                ok: false,
+                error: new Error(
+                  `${this.label}: ${script.name} answered ${replies.length} of ${items.length}`,
+                ),
+              },
+        (error: unknown): NodeReply => ({ ok: false, error: asError(error) }),
+      )
+      .finally(() => {
         this.#unanswered -= items.length;
-        return replies.length === items.length
-          ? { ok: true, replies }
-          : {
-              ok: false,
-              error: new Error(`${this.label}: ${script.name} answered ${replies.length} of ${items.length}`),
-            };
-      },
-      (error: unknown): NodeReply => {
-        this.#unanswered -= items.length;
-        return { ok: false, error: asError(error) };
-      },
-    );
+      });
   }
 
   /**
@@ -110,14 +133,19 @@ export class RedisNode {
     items: readonly ScriptItem[],
   ): Promise<NodeReply> {
     if (items.length === 0) return { ok: true, replies: [] };
-    const notReady = await this.#whenUsable();
-    if (notReady) return { ok: false, error: notReady };
-    const own = deadline(this.#timeouts.commandTimeoutMs);
+    // Never rejects: callers fire and forget it (rollbacks), and a rejection there would be unhandled.
     try {
-      const reply = await Promise.race([this.send(script, shared, items), own.expired]);
-      return reply === TIMED_OUT ? this.timedOut(script) : reply;
-    } finally {
-      own.clear();
+      const notReady = await this.#whenUsable();
+      if (notReady) return { ok: false, error: notReady };
+      const own = deadline(this.#timeouts.commandTimeoutMs);
+      try {
+        const reply = await Promise.race([this.send(script, shared, items), own.expired]);
+        return reply === TIMED_OUT ? this.timedOut(script) : reply;
+      } finally {
+        own.clear();
+      }
+    } catch (error) {
+      return { ok: false, error: asError(error) };
     }
   }
 
@@ -150,8 +178,8 @@ export class RedisNode {
     const keys: string[] = [];
     const args: (string | number)[] = [...shared];
     for (const item of items) {
-      keys.push(...item.keys);
-      args.push(...item.args);
+      for (const key of item.keys) keys.push(key);
+      for (const arg of item.args) args.push(arg);
     }
     return this.client
       .evalsha(script.sha, keys.length, ...keys, ...args)

@@ -9,13 +9,7 @@ import {
   QuorumUnavailableError,
 } from '../errors.ts';
 import { defaultLogger } from '../observability/logger.ts';
-import {
-  checkTtl,
-  integer,
-  type RedlockOptions,
-  type ResolvedRedlockOptions,
-  resolveRedlockOptions,
-} from '../options.ts';
+import { integer } from '../validate.ts';
 import { type AcquireVerdict, acquireBatch, toRefusal } from './acquire.ts';
 import {
   type AdoptOptions,
@@ -33,8 +27,22 @@ import { type ExtendVerdict, extendBatch } from './extend.ts';
 import { LockExtender } from './extender.ts';
 import { Lock, type LockEngine } from './lock.ts';
 import { type RedisClient, RedisNode, withTimeout } from './node.ts';
+import {
+  checkTtl,
+  type RedlockOptions,
+  type ResolvedRedlockOptions,
+  resolveRedlockOptions,
+} from './options.ts';
 import { quorumOf, validityMs, withJitter } from './quorum.ts';
+import { reclaimBatch } from './reclaim.ts';
 import { releaseBatch } from './release.ts';
+
+/**
+ * What to lock: a key (its own idempotency key), or a lock key with the idempotency key whose completion
+ * marker decides whether the work is already done. They are two scopes: the lock key serialises work
+ * (one holder at a time), the idempotency key deduplicates it (completed once, then 'done').
+ */
+export type LockTarget = string | { readonly key: string; readonly idempotencyKey?: string | undefined };
 
 /** Per-call options of acquire, acquireMany and using. */
 export interface AcquireOptions {
@@ -49,7 +57,7 @@ export interface AcquireOptions {
 /** Why a key of `acquireMany` was not granted. */
 export interface LockRefusal {
   readonly key: string;
-  /** 'held': another owner has it; 'done': its completion marker exists; 'quorum': too few nodes answered. */
+  /** 'held': another owner has it; 'done': its idempotency key's marker exists; 'quorum': too few nodes answered. */
   readonly reason: 'held' | 'done' | 'quorum';
   /** For 'held': about how long the holder's lock has left, in ms. */
   readonly retryAfterMs: number;
@@ -148,8 +156,8 @@ export class Redlock extends EventEmitter<RedlockEvents> {
   }
 
   /** Acquires one lock. Throws LockContendedError, LockCompletedError or QuorumUnavailableError. */
-  async acquire(key: string, options: AcquireOptions = {}): Promise<Lock> {
-    const [result] = await this.acquireMany([key], options);
+  async acquire(target: LockTarget, options: AcquireOptions = {}): Promise<Lock> {
+    const [result] = await this.acquireMany([target], options);
     if (result === undefined || isLock(result)) return result as Lock;
     throw refusalError(result, this.quorum);
   }
@@ -158,20 +166,15 @@ export class Redlock extends EventEmitter<RedlockEvents> {
    * Acquires a batch of locks with one round trip per node per attempt. Answers, per key and in order,
    * a Lock or a refusal ('held', 'done', 'quorum'). Only refused keys are retried.
    */
-  async acquireMany(keys: readonly string[], options: AcquireOptions = {}): Promise<AcquireResult[]> {
-    if (!Array.isArray(keys)) throw new ConfigError('keys', keys, 'must be an array of strings');
-    keys.forEach((key, i) => {
-      if (typeof key !== 'string' || key.length === 0) {
-        throw new ConfigError(`keys[${i}]`, key, 'must be a non-empty string');
-      }
-    });
+  async acquireMany(targets: readonly LockTarget[], options: AcquireOptions = {}): Promise<AcquireResult[]> {
+    const requests = checkTargets(targets);
     const ttlMs = checkTtl('ttlMs', options.ttlMs ?? this.options.ttlMs, this.options.commandTimeoutMs);
     const retryCount = integer('retryCount', options.retryCount ?? this.options.retryCount, { min: 0 });
     const autoExtend = options.autoExtend ?? this.options.autoExtend;
-    const results: AcquireResult[] = new Array(keys.length);
+    const results: AcquireResult[] = new Array(requests.length);
     // 122 random bits per call (a v4 UUID, from Node's pooled entropy), made unique per lock by its index.
     const base = randomUUID();
-    let pending = keys.map((key, index) => ({ index, key, value: `${base}.${index}` }));
+    let pending = requests.map((r, index) => ({ index, ...r, value: `${base}.${index}` }));
     const giveUpAt = this.#ctx.now() + this.options.acquireTimeoutMs;
 
     for (let attempt = 0; pending.length > 0; attempt++) {
@@ -232,8 +235,8 @@ export class Redlock extends EventEmitter<RedlockEvents> {
 
   /** Acquires `key`, runs `fn` with the lock (auto-extended), and releases in `finally`. Rejects with the
    * LockLostError if the lock was lost before `fn` settled, even when `fn` resolved. */
-  async using<T>(key: string, fn: (lock: Lock) => Promise<T>, options?: AcquireOptions): Promise<T> {
-    const lock = await this.acquire(key, options);
+  async using<T>(target: LockTarget, fn: (lock: Lock) => Promise<T>, options?: AcquireOptions): Promise<T> {
+    const lock = await this.acquire(target, options);
     try {
       const result = await fn(lock);
       if (lock.signal.aborted) throw lock.signal.reason;
@@ -259,9 +262,15 @@ export class Redlock extends EventEmitter<RedlockEvents> {
   }
 
   /**
-   * Writes the completion marker of each lock and releases it, one round trip per node. Answers, per
-   * lock, whether a quorum did so while the lock was held; a lock that is no longer held is not marked.
-   * A lock whose marker did not reach a quorum is released best-effort. Never throws.
+   * Writes the completion marker of each lock's idempotency key and releases the lock, one round trip
+   * per node. Answers, per lock, whether a quorum did so while the lock was held; a lock that is no
+   * longer held is not marked. A lock whose marker did not reach a quorum is released best-effort.
+   * Never throws.
+   *
+   * With `claimExpired`, a lock whose validity merely ran out (no majority said "not owner") is first
+   * taken back where no one was granted its key since (RECLAIM_SCRIPT, one more round trip for those
+   * only): only if that gives it a valid quorum lock again is it completed. So no marker is written by
+   * a holder whose lock was not valid on a quorum.
    */
   async completeMany(
     locks: readonly Lock[],
@@ -269,36 +278,43 @@ export class Redlock extends EventEmitter<RedlockEvents> {
   ): Promise<boolean[]> {
     const markerTtl = integer('ttlMs', options.ttlMs ?? this.options.completionTtlMs, { min: 1 });
     const held = locks.filter((lock) => lock.isHeld);
-    // With claimExpired, a lock whose validity merely ran out (not taken by a majority saying "not
-    // owner") is marked too where no one has been granted its key since; see COMPLETE_SCRIPT.
     const late = options.claimExpired ? locks.filter((lock) => !lock.isHeld && lock.expiredUnclaimed) : [];
-    const candidates = [...held, ...late];
     for (const lock of locks) this.#extender.untrack(lock);
-    // Ended before the round trip: an extension answering meanwhile ("not owner": the marker took the
-    // lock's place) must not be taken for a lost lock. Per-connection ordering already prevents that on
-    // plain nodes; a Cluster node answers different slots over different connections.
+    // Ended before the round trip: an extension answering meanwhile ("not owner": the lock key is gone)
+    // must not be taken for a lost lock. Per-connection ordering already prevents that on plain nodes; a
+    // Cluster node answers different slots over different connections.
     for (const lock of held) lock.markEnded('completed');
-    const done = await completeBatch(
-      this.#ctx,
-      candidates.map((lock, i) => ({
-        key: lock.key,
-        value: lock.value,
-        fencingToken: lock.fencingToken,
-        late: i >= held.length,
-      })),
-      markerTtl,
-    );
-    const ok = new Map(candidates.map((lock, i) => [lock, done[i] === true]));
+    const toRef = (lock: Lock) => ({
+      key: lock.key,
+      idempotencyKey: lock.idempotencyKey,
+      value: lock.value,
+      fencingToken: lock.fencingToken,
+      ttlMs: lock.ttlMs,
+    });
+    const completeLate = async (): Promise<Lock[]> => {
+      if (late.length === 0) return [];
+      const deadlines = await reclaimBatch(this.#ctx, late.map(toRef));
+      // Completed at once, while the reclaimed validity lasts; a reclaim that answered too late is not.
+      const now = this.#ctx.now();
+      const reclaimed = late.filter((_, i) => (deadlines[i] ?? 0) > now);
+      const done = await completeBatch(this.#ctx, reclaimed.map(toRef), markerTtl);
+      return reclaimed.filter((_, i) => done[i] === true);
+    };
+    const [heldDone, lateOk] = await Promise.all([
+      completeBatch(this.#ctx, held.map(toRef), markerTtl),
+      completeLate(),
+    ]);
+    const ok = new Set<Lock>([...held.filter((_, i) => heldDone[i] === true), ...lateOk]);
     // No marker on a quorum is not a lost lock: the work may well have run under it. The caller decides.
     for (const lock of locks) {
-      if (ok.get(lock)) continue;
+      if (ok.has(lock)) continue;
       lock.markEnded('released');
       lock.completionFailed();
     }
     // Locks that were not marked are released best-effort so they do not linger.
-    const rest = locks.filter((lock) => !ok.get(lock));
+    const rest = locks.filter((lock) => !ok.has(lock));
     if (rest.length > 0) await releaseBatch(this.#ctx, rest);
-    return locks.map((lock) => ok.get(lock) === true);
+    return locks.map((lock) => ok.has(lock));
   }
 
   /** PINGs every node within the command timeout. */
@@ -314,13 +330,20 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     return this.#extender.held();
   }
 
-  /** Stops extending, releases every held lock, and closes the clients. */
+  /**
+   * Stops extending and closes the clients. Locks still held are NOT released: their holders may still
+   * be running (a handler abandoned at a shutdown deadline), and a release would let another worker run
+   * the same work at once. Their signals abort (LockLostError 'expired': no longer extended) and they
+   * expire on the nodes after their TTL. End your locks first (the Worker's stop() does) to free them now.
+   */
   async quit(): Promise<void> {
     if (this.#quitting) return;
     this.#quitting = true;
     const held = this.#extender.held();
     this.#extender.stop();
-    await this.releaseMany(held);
+    for (const lock of held) {
+      lock.markLost('expired', 'redlock.quit(): no longer extended; it expires on the nodes after its TTL');
+    }
     await Promise.all(
       this.nodes.map(async (node) => {
         try {
@@ -339,7 +362,14 @@ export class Redlock extends EventEmitter<RedlockEvents> {
   #grant(verdict: Extract<AcquireVerdict, { kind: 'granted' }>, ttlMs: number, autoExtend: boolean): Lock {
     const lock = new Lock(
       this.#engine,
-      { key: verdict.key, value: verdict.value, fencingToken: verdict.fencingToken, ttlMs, autoExtend },
+      {
+        key: verdict.key,
+        idempotencyKey: verdict.idempotencyKey,
+        value: verdict.value,
+        fencingToken: verdict.fencingToken,
+        ttlMs,
+        autoExtend,
+      },
       verdict,
     );
     // Tracked even without auto-extension, so that loss at the end of validity is still signalled.
@@ -374,6 +404,26 @@ export class Redlock extends EventEmitter<RedlockEvents> {
       lock.retryExtensionAt(endedAt + Math.max(10, lock.ttlMs / 10));
     }
   }
+}
+
+/** Checks what acquireMany was given (keys come from handlers: anything may be in them). */
+function checkTargets(targets: readonly LockTarget[]): { key: string; idempotencyKey: string }[] {
+  if (!Array.isArray(targets)) throw new ConfigError('keys', targets, 'must be an array of keys');
+  return targets.map((target, i) => {
+    const { key, idempotencyKey = key } =
+      typeof target === 'string' ? { key: target } : ((target ?? {}) as Exclude<LockTarget, string>);
+    if (typeof key !== 'string' || key.length === 0) {
+      throw new ConfigError(
+        typeof target === 'string' ? `keys[${i}]` : `keys[${i}].key`,
+        key,
+        'must be a non-empty string',
+      );
+    }
+    if (typeof idempotencyKey !== 'string' || idempotencyKey.length === 0) {
+      throw new ConfigError(`keys[${i}].idempotencyKey`, idempotencyKey, 'must be a non-empty string');
+    }
+    return { key, idempotencyKey };
+  });
 }
 
 function refusalError(refusal: LockRefusal, quorum: number): Error {

@@ -2,6 +2,7 @@
 
 export interface MessageEvent {
   readonly messageId: string;
+  /** The mutual-exclusion scope the message ran (or would run) under. */
   readonly lockKey: string;
 }
 
@@ -12,8 +13,8 @@ export interface WorkerEvents {
   message_processed: [
     MessageEvent & { readonly fencingToken: number; readonly durationMs: number; readonly marked: boolean },
   ];
-  /** A redelivery of finished work: acked without running the handler. */
-  duplicate_skipped: [MessageEvent];
+  /** A duplicate of finished work (its idempotency key's completion marker exists): acked without running the handler. */
+  duplicate_skipped: [MessageEvent & { readonly idempotencyKey: string }];
   /** Another worker holds the message's lock: put back with a backoff, never deleted. */
   lock_contended: [MessageEvent & { readonly retryInSec: number }];
   /** No Redis quorum for the message: put back with a backoff; polling pauses. */

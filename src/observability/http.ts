@@ -1,10 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { serializeError } from 'serialize-error';
 import type { Logger } from 'winston';
 import type { QuorumStatus } from '../lock/redlock.ts';
 import type { WorkerState } from '../runtime/worker.ts';
+import { serializeError } from './serialize.ts';
 
 export interface MetricsServerOptions {
   /** Port to listen on; 0 picks a free one (see {@link MetricsServer.port}). */

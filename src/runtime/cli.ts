@@ -6,15 +6,17 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SQSClient, type SQSClientConfig } from '@aws-sdk/client-sqs';
 import { Redis, type RedisOptions } from 'ioredis';
-import { serializeError } from 'serialize-error';
 import type { Logger } from 'winston';
 import { ConfigError } from '../errors.ts';
 import type { BaseHandler } from '../handler/base-handler.ts';
+import { REDLOCK_DEFAULTS } from '../lock/options.ts';
 import { Redlock } from '../lock/redlock.ts';
 import { type MetricsServer, startMetricsServer } from '../observability/http.ts';
 import { createLogger } from '../observability/logger.ts';
 import { createMetrics } from '../observability/metrics.ts';
-import { maxCompletionWindowMs, REDLOCK_DEFAULTS, WORKER_DEFAULTS } from '../options.ts';
+import { serializeError } from '../observability/serialize.ts';
+import { maxCompletionWindowMs, WORKER_DEFAULTS } from '../options.ts';
+import { checkHandoffSecret, HANDOFF_SECRET_MIN_LENGTH } from '../validate.ts';
 import { Worker } from './worker.ts';
 
 export const COMMAND = 'sqs-redlock-worker';
@@ -49,6 +51,8 @@ export interface CliConfig {
   readonly shutdownTimeoutMs: number;
   /** `DLQ_URL`: a URL, `false` (`none`), or undefined (discovered from the RedrivePolicy). */
   readonly deadLetterQueueUrl: string | false | undefined;
+  /** `HANDOFF_SECRET`: the Publishers' secret; undefined: handoffs are ignored. Never logged. */
+  readonly handoffSecret: string | undefined;
   /** `LOG_LEVEL` */
   readonly logLevel: LogLevel;
   /** `METRICS_PORT`; undefined: no health and metrics server. */
@@ -137,6 +141,11 @@ export const CLI_VARIABLES: readonly { name: string; default: string; descriptio
     description: "Dead-letter queue URL for poison messages; 'none' leaves them to the queue's own redrive.",
   },
   {
+    name: 'HANDOFF_SECRET',
+    default: '(none: handoffs are ignored)',
+    description: `The secret the Publishers sign lock handoffs with (at least ${HANDOFF_SECRET_MIN_LENGTH} characters, used as is, never logged). A handoff whose signature does not verify is ignored: the message runs under the handler's lockKey, with a warning.`,
+  },
+  {
     name: 'LOG_LEVEL',
     default: CLI_DEFAULTS.LOG_LEVEL,
     description: `Log level of the JSON logs on stdout: ${LOG_LEVELS.join(', ')}.`,
@@ -189,6 +198,13 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
   else if (/^(none|false|off)$/i.test(dlq)) deadLetterQueueUrl = false;
   else deadLetterQueueUrl = httpUrl('DLQ_URL', dlq, "must be a queue URL (http:// or https://) or 'none'");
 
+  // Used as is, not trimmed: it must equal the Publishers' byte for byte.
+  const rawSecret = env.HANDOFF_SECRET;
+  const handoffSecret =
+    rawSecret === undefined || rawSecret.trim() === ''
+      ? undefined
+      : checkHandoffSecret('HANDOFF_SECRET', rawSecret);
+
   const logLevel = (read('LOG_LEVEL') ?? CLI_DEFAULTS.LOG_LEVEL).toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError('LOG_LEVEL', env.LOG_LEVEL, `must be one of ${LOG_LEVELS.join(', ')}`);
@@ -234,6 +250,7 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     completionWindowMs,
     shutdownTimeoutMs: envInteger(env, 'SHUTDOWN_TIMEOUT_MS', CLI_DEFAULTS.SHUTDOWN_TIMEOUT_MS, 0, 3_600_000),
     deadLetterQueueUrl,
+    handoffSecret,
     logLevel: logLevel as LogLevel,
     metricsPort: metricsPort === undefined ? undefined : envInteger(env, 'METRICS_PORT', 0, 0, 65_535),
   };
@@ -343,8 +360,9 @@ AWS credentials come from the SDK's default chain (AWS_ACCESS_KEY_ID and AWS_SEC
 AWS_PROFILE, the ECS task role, ...).
 
 SIGTERM or SIGINT: stop polling, let in-flight handlers finish within SHUTDOWN_TIMEOUT_MS (then
-abort them: their messages become visible again), release every lock and exit. A second signal
-exits at once.
+abort their signals: the messages of those that give up become visible again), release every lock
+and exit. A handler that ignores its signal keeps its lock, left to expire. A second signal exits
+at once.
 
 Exit codes: 0 clean shutdown; 1 fatal error (configuration, handler module, startup, uncaught
 error), logged as JSON; 2 usage error; 128 + the signal number when a second signal cut the
@@ -537,6 +555,7 @@ async function run(
       extendVisibility: config.extendVisibility,
       completionWindowMs: config.completionWindowMs,
       deadLetterQueueUrl: config.deadLetterQueueUrl,
+      handoffSecret: config.handoffSecret,
     });
     if (config.metricsPort !== undefined) {
       const metrics = createMetrics({ defaultMetrics: true });
@@ -573,6 +592,7 @@ async function run(
         visibilityTimeoutSec: config.visibilityTimeoutSec,
         extendVisibility: config.extendVisibility,
         shutdownTimeoutMs: config.shutdownTimeoutMs,
+        handoffSecret: config.handoffSecret === undefined ? 'none: handoffs are ignored' : '<redacted>',
       });
     }
     reason = await stop.next;
@@ -598,7 +618,8 @@ async function run(
     await step('worker.stop', () => worker?.stop({ timeoutMs: config.shutdownTimeoutMs }));
     // The handler's own resources (a database pool, a client), once no handler runs any more.
     await step('handler.close', () => closeHandler(handler));
-    // Releases any lock still held, then closes the clients; without a Redlock, just closes them.
+    // Closes the clients; without a Redlock, just closes them. quit() releases no lock still held: a
+    // handler still running past the deadline keeps its lock, left to expire as after a crash.
     await step('redlock.quit', () =>
       redlock ? redlock.quit() : clients.forEach((client) => void client.disconnect()),
     );

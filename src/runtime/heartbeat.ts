@@ -1,41 +1,49 @@
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
-import { VisibilityLostError } from '../errors.ts';
 import type { InFlightMessage } from '../handler/pipeline.ts';
-import type { Redlock } from '../lock/redlock.ts';
+import { serializeError } from '../observability/serialize.ts';
 import { changeVisibility } from './sqs-actions.ts';
 
 export interface HeartbeatOptions {
-  readonly redlock: Redlock;
   readonly sqs: SQSClient;
   readonly queueUrl: string;
   readonly intervalMs: number;
-  /** Seconds of visibility granted on each beat; undefined: visibility is not extended. */
+  /** Seconds of visibility granted on each beat; undefined: visibility is not extended (no beats). */
   readonly visibilityTimeoutSec: number | undefined;
+  /** The deadline of one SQS call; a beat's call is also cut at `intervalMs`, when the next beat starts. */
+  readonly sqsTimeoutMs: number;
   readonly logger: Logger;
+  /** Told of a visibility call that failed whole (a timeout too), as `sqs_error` 'heartbeat_visibility'. */
+  readonly onError: (error: unknown) => void;
 }
 
 /**
- * One heartbeat for every in-flight message of a worker: each tick extends all their locks (one
- * batched call per Redis node) and their visibility (batched SQS calls). A message whose visibility
- * cannot be extended, or whose visibility ran out, gets its signal aborted. Timers are unref'd, ticks
- * never overlap, and nothing thrown in a tick escapes it.
+ * Keeps the visibility of every in-flight message of a worker extended: each beat sends one batched
+ * ChangeMessageVisibilityBatch (per 10 messages), bounded by the smaller of `sqsTimeoutMs` and the
+ * interval, so a hung call never delays the next beat. Locks are not its business: the Redlock's own
+ * extender renews them on its own timer, so SQS can never stall lock renewal.
+ *
+ * A visibility call that fails, times out or answers late never aborts a handler: the lock, not the
+ * visibility, decides exclusivity. If visibility lapses, another consumer may receive the message; it
+ * meets the lock and backs off, and once the work is complete its redelivery is acked as a duplicate.
+ * The timer is unref'd and nothing thrown in a beat escapes it.
  */
 export class Heartbeat {
   readonly #options: HeartbeatOptions;
-  readonly #messages = new Map<InFlightMessage, { visibleUntil: number }>();
+  readonly #messages = new Set<InFlightMessage>();
   #timer: NodeJS.Timeout | undefined;
-  #beating = false;
+  /** Cuts the previous beat's call when the next beat starts (it is also bounded by sqsTimeoutMs). */
+  #previousBeat: AbortController | undefined;
 
   constructor(options: HeartbeatOptions) {
     this.#options = options;
   }
 
   add(messages: readonly InFlightMessage[]): void {
-    const visibleUntil = performance.now() + (this.#options.visibilityTimeoutSec ?? 0) * 1000;
-    for (const m of messages) this.#messages.set(m, { visibleUntil });
+    if (this.#options.visibilityTimeoutSec === undefined) return;
+    for (const m of messages) this.#messages.add(m);
     if (this.#messages.size > 0 && !this.#timer) {
-      this.#timer = setInterval(() => void this.#tick(), this.#options.intervalMs);
+      this.#timer = setInterval(() => this.#beat(), this.#options.intervalMs);
       this.#timer.unref();
     }
   }
@@ -45,49 +53,49 @@ export class Heartbeat {
     if (this.#messages.size === 0) this.stop();
   }
 
+  /** Stops beating. A call in flight runs to its answer or its bound; its messages are done with anyway. */
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
   }
 
-  async #tick(): Promise<void> {
-    if (this.#beating) return;
-    this.#beating = true;
-    try {
-      const entries = [...this.#messages.entries()];
-      const started = performance.now();
-      const { visibilityTimeoutSec, redlock, sqs, queueUrl } = this.#options;
-      await Promise.all([
-        redlock.extendMany(entries.map(([m]) => m.lock)),
-        visibilityTimeoutSec === undefined
-          ? undefined
-          : changeVisibility(
-              sqs,
-              queueUrl,
-              entries.map(([m]) => ({ message: m.message, seconds: visibilityTimeoutSec })),
-            ).then(({ failed, errors }) => {
-              const now = performance.now();
-              for (const [m, state] of entries) {
-                if (!failed.has(m.message)) state.visibleUntil = started + visibilityTimeoutSec * 1000;
-                else if (errors.length === 0 || now >= state.visibleUntil) {
-                  // Refused by SQS (the receipt handle is no longer current), or out of time.
-                  m.visibility.abort(
-                    new VisibilityLostError(
-                      m.message.MessageId,
-                      'ChangeMessageVisibility was refused or came too late',
-                      {
-                        cause: errors[0],
-                      },
-                    ),
-                  );
-                }
-              }
-            }),
-      ]);
-    } catch (error) {
-      this.#options.logger.warn('heartbeat tick failed', { err: String(error) });
-    } finally {
-      this.#beating = false;
-    }
+  #beat(): void {
+    const { visibilityTimeoutSec, sqs, queueUrl, intervalMs, sqsTimeoutMs, logger } = this.#options;
+    if (visibilityTimeoutSec === undefined || this.#messages.size === 0) return;
+    this.#previousBeat?.abort();
+    const beat = new AbortController();
+    this.#previousBeat = beat;
+    const messages = [...this.#messages];
+    changeVisibility(
+      sqs,
+      queueUrl,
+      messages.map((m) => ({ message: m.message, seconds: visibilityTimeoutSec })),
+      { timeoutMs: Math.min(sqsTimeoutMs, intervalMs), signal: beat.signal },
+    )
+      .then(({ failed, errors }) => {
+        // A message that finished meanwhile was deleted or backed off: its refusal means nothing.
+        const stillRunning = messages.filter((m) => failed.has(m.message) && this.#messages.has(m));
+        if (stillRunning.length > 0) {
+          // Refused entries (a receipt handle no longer current) or a failed call: the handlers go on.
+          logger.warn(
+            'visibility not extended; the handlers go on under their locks (another consumer that ' +
+              'receives these messages meets the lock and backs off)',
+            {
+              messageIds: stillRunning.map((m) => m.message.MessageId),
+              err: errors.length > 0 ? serializeError(errors[0]) : undefined,
+            },
+          );
+        }
+        for (const error of errors) this.#options.onError(error);
+      })
+      .catch((error: unknown) => {
+        // changeVisibility never rejects; a throwing listener or logger must not escape the timer.
+        try {
+          logger.warn('heartbeat beat failed', { err: serializeError(error) });
+        } catch {}
+      })
+      .finally(() => {
+        if (this.#previousBeat === beat) this.#previousBeat = undefined;
+      });
   }
 }

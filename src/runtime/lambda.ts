@@ -6,14 +6,14 @@ import {
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { serializeError } from 'serialize-error';
 import type { Logger } from 'winston';
 import { ConfigError, ShutdownError } from '../errors.ts';
 import type { BaseHandler } from '../handler/base-handler.ts';
-import type { OutcomeKind } from '../handler/outcome.ts';
-import { type PipelineDeps, runBatch } from '../handler/pipeline.ts';
+import type { MessageOutcome, OutcomeKind } from '../handler/outcome.ts';
+import { type InFlightMessage, type PipelineDeps, runBatch } from '../handler/pipeline.ts';
 import type { Redlock } from '../lock/redlock.ts';
 import type { WorkerEvents } from '../observability/events.ts';
+import { serializeError } from '../observability/serialize.ts';
 import {
   type LambdaOptions,
   type ResolvedLambdaOptions,
@@ -21,6 +21,7 @@ import {
   WORKER_DEFAULTS,
 } from '../options.ts';
 import { type SettleContext, settleOutcomes } from './settle.ts';
+import { fifoGroupCheck } from './sqs-actions.ts';
 
 /** The Worker's per-message events (same payloads) and `sqs_error`: what a Lambda invocation emits. */
 export type LambdaEvents = Pick<
@@ -56,9 +57,10 @@ export interface LambdaHandler {
  * the rest. The event source mapping MUST have `FunctionResponseTypes: ["ReportBatchItemFailures"]`:
  * without it Lambda ignores the response and deletes the whole batch.
  *
- * Running handlers are aborted `safetyMarginMs` before the function's timeout: their signal fires,
- * their locks are released and they are reported as failures; messages not started yet are reported
- * unrun. On a FIFO queue, a message that does not succeed holds back (reports as failed) the rest of
+ * `safetyMarginMs` before the function's timeout, running handlers' signals abort; those that settle
+ * within a short grace are released and reported as failures, and so is any handler still running,
+ * which keeps its lock until it settles (no one else runs its message meanwhile); messages not
+ * started yet are reported unrun. On a FIFO queue, a message that does not succeed holds back (reports as failed) the rest of
  * its group in the batch. Failures get visibility backoffs and poison goes to the dead-letter queue,
  * so the execution role needs `sqs:ChangeMessageVisibility` on the queue and `sqs:SendMessage` on the
  * dead-letter queue, besides what the event source mapping needs.
@@ -84,6 +86,8 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
   // Per container: the Redlock (made once from a factory) and each queue's dead-letter queue.
   let redlock: Redlock | undefined = typeof o.redlock === 'function' ? undefined : o.redlock;
   const deadLetterQueues = new Map<string, Promise<string | undefined>>();
+  // Warns once per handler (per container) when a FIFO queue's messages lack their MessageGroupId.
+  const checkFifoGroups = fifoGroupCheck();
 
   const getRedlock = (): Redlock => {
     if (redlock) return redlock;
@@ -108,7 +112,7 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
     if (typeof o.deadLetterQueueUrl === 'string') return Promise.resolve(o.deadLetterQueueUrl);
     let found = deadLetterQueues.get(queueUrl);
     if (!found) {
-      found = discoverDeadLetterQueue(o.sqs, queueUrl);
+      found = discoverDeadLetterQueue(o.sqs, queueUrl, o.sqsTimeoutMs);
       deadLetterQueues.set(queueUrl, found);
       found.then(
         (url) => {
@@ -136,8 +140,11 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
   ): Promise<string[]> => {
     const logger = invocationLogger.child({ queueUrl });
     const messages = records.map(recordToMessage);
+    checkFifoGroups(queueUrl, messages, logger);
     try {
       const deadLetterQueueUrl = deadLetterQueueFor(queueUrl, logger); // alongside the batch
+      const ended: MessageOutcome[] = [];
+      const running = new Set<InFlightMessage>();
       const pipeline: PipelineDeps<T> = {
         handler,
         redlock: getRedlock(),
@@ -149,13 +156,33 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
         completionWindowMs: WORKER_DEFAULTS.completionWindowMs,
         shutdown,
         logBodies: o.logMessageBodies,
+        handoffSecret: o.handoffSecret,
         onLocked: (info) => emit('batch_locked', info),
+        // Collected as each lock ends (settled below, all at once): at the deadline, a message with no
+        // outcome yet is one whose handler still runs.
+        settleEarly: async (outcomes) => {
+          ended.push(...outcomes);
+        },
+        inFlight: {
+          add: (entries) => {
+            for (const entry of entries) running.add(entry);
+          },
+          remove: (entries) => {
+            for (const entry of entries) running.delete(entry);
+          },
+        },
       };
-      const outcomes = await runBatch(pipeline, messages);
+      const batch = runBatch(pipeline, messages);
+      const returned = await unlessAbandoned(
+        batch,
+        shutdown,
+        Math.min(SHUTDOWN_GRACE_MS, o.safetyMarginMs / 4),
+      );
       const settler: SettleContext = {
         sqs: o.sqs,
         queueUrl,
         deadLetterQueueUrl: await deadLetterQueueUrl,
+        sqsTimeoutMs: o.sqsTimeoutMs,
         backoff: o,
         logger,
         deleteAcked: false, // the event source mapping deletes what is not reported
@@ -165,6 +192,27 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
           emit('sqs_error', { operation, error });
         },
       };
+      const outcomes = [...ended.splice(0), ...(returned === ABANDONED ? [] : returned)];
+      if (returned === ABANDONED) {
+        // Reported as failures, their locks kept (extended while the container runs, expiring while it
+        // is frozen): no one runs them meanwhile. Each ends as usual when its handler settles, even in a
+        // later invocation of this container, and is settled then.
+        const still = [...running];
+        logger.warn(
+          'Lambda timeout near: handlers still running are reported as failures; they keep their locks',
+          {
+            messageIds: still.map((m) => m.message.MessageId),
+            lockKeys: still.map((m) => m.lock.key),
+          },
+        );
+        batch
+          .then((rest) => settleOutcomes(settler, [...ended.splice(0), ...rest]))
+          .catch((error: unknown) => {
+            logger.error('an abandoned batch failed after the invocation returned', {
+              err: serializeError(error),
+            });
+          });
+      }
       const { acked } = await settleOutcomes(settler, outcomes);
       // Only what is done with is reported done: anything else, whatever its outcome, is a failure.
       const done = new Set(acked);
@@ -215,6 +263,40 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
   return Object.assign(invoke, { events, options: o });
 }
 
+/** How long handlers that honour their aborted signal may take to settle before the response. */
+const SHUTDOWN_GRACE_MS = 500;
+const ABANDONED = Symbol('abandoned');
+
+/** `work`'s result, or ABANDONED if it still runs `graceMs` after `shutdown` aborted. */
+function unlessAbandoned<R>(
+  work: Promise<R>,
+  shutdown: AbortSignal,
+  graceMs: number,
+): Promise<R | typeof ABANDONED> {
+  return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = (): void => {
+      timer = setTimeout(() => resolve(ABANDONED), graceMs);
+    };
+    const done = (): void => {
+      clearTimeout(timer);
+      shutdown.removeEventListener('abort', onAbort);
+    };
+    if (shutdown.aborted) onAbort();
+    else shutdown.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => {
+        done();
+        resolve(value);
+      },
+      (error: unknown) => {
+        done();
+        reject(error);
+      },
+    );
+  });
+}
+
 /**
  * Aborts `safetyMarginMs` before the function's timeout, as `context.getRemainingTimeInMillis()` tells
  * it. Without that function (a local run), never.
@@ -229,7 +311,7 @@ function startDeadline(
     typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : Number.NaN;
   if (!Number.isFinite(remaining)) return { signal: controller.signal, clear: () => {} };
   const abort = (): void => {
-    logger.warn('Lambda timeout near: aborting running handlers, releasing their locks', {
+    logger.warn('Lambda timeout near: aborting the signals of running handlers', {
       safetyMarginMs,
       remainingMs:
         typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : 0,
@@ -302,9 +384,14 @@ export function recordToMessage(record: SQSRecord): Message {
  * GetQueueAttributes, which the event source mapping's role has anyway: the URL is built from the
  * source queue's (a dead-letter queue lives in the same account and region).
  */
-async function discoverDeadLetterQueue(sqs: SQSClient, queueUrl: string): Promise<string | undefined> {
+async function discoverDeadLetterQueue(
+  sqs: SQSClient,
+  queueUrl: string,
+  timeoutMs: number,
+): Promise<string | undefined> {
   const { Attributes } = await sqs.send(
     new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['RedrivePolicy'] }),
+    { abortSignal: AbortSignal.timeout(timeoutMs) },
   );
   if (!Attributes?.RedrivePolicy) return undefined;
   const policy = JSON.parse(Attributes.RedrivePolicy) as { deadLetterTargetArn?: string };

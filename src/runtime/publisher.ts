@@ -1,12 +1,13 @@
 import { type MessageAttributeValue, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { serializeError } from 'serialize-error';
 import type { Logger } from 'winston';
 import { ConfigError, QuorumUnavailableError } from '../errors.ts';
 import { LOCK_HANDOFF_ATTRIBUTES, lockHandoffAttributes } from '../handler/handoff.ts';
 import { acquireForHandoff, releaseHandoff } from '../lock/adopt.ts';
 import type { Redlock } from '../lock/redlock.ts';
 import { defaultLogger } from '../observability/logger.ts';
-import { integer } from '../options.ts';
+import { serializeError } from '../observability/serialize.ts';
+import { SQS_TIMEOUT_RANGE_MS } from '../options.ts';
+import { checkHandoffSecret, integer, MAX_TIMER_MS } from '../validate.ts';
 
 const HANDOFF_NAMES: readonly string[] = Object.values(LOCK_HANDOFF_ATTRIBUTES);
 /** SQS allows 10 message attributes per message. */
@@ -23,11 +24,22 @@ export interface PublisherOptions {
   /** The quorum lock engine; the workers must use a Redlock over the same nodes and `keyPrefix`. */
   redlock: Redlock;
   /**
+   * The secret every handoff is signed with (at least 32 characters, random): the workers must be given
+   * the same `handoffSecret` (CLI: `HANDOFF_SECRET`), or they ignore the handoffs. Keep it out of code.
+   */
+  handoffSecret: string;
+  /**
    * Default pending window of a dispatched task, in ms: how long its lock waits for a worker to adopt
    * it. Cover the time a message may wait in the queue (its delay, a backlog).
    * @defaultValue 300000 (5 min)
    */
   pendingTtlMs?: number;
+  /**
+   * Deadline of each SendMessage, in ms (100 to 60000). A send cut off by it may still have reached SQS:
+   * its handoff is released, and the worker then locks the task key itself (see `dispatch`).
+   * @defaultValue 10000
+   */
+  sqsTimeoutMs?: number;
   /** @defaultValue the package's default JSON logger */
   logger?: Logger;
 }
@@ -41,7 +53,7 @@ export interface DispatchRequest {
   ttlMs?: number;
   /** SQS DelaySeconds (0 to 900); the pending window must be longer. */
   delaySeconds?: number;
-  /** Your own message attributes, at most 7 (SQS allows 10; the handoff takes 3). */
+  /** Your own message attributes, at most 6 (SQS allows 10; the handoff takes 4). */
   messageAttributes?: Record<string, MessageAttributeValue>;
   /** FIFO queues: the MessageGroupId. */
   messageGroupId?: string;
@@ -72,8 +84,9 @@ export type DispatchResult =
  * Dispatches tasks to an SQS queue so that the same task is never pending twice: each message carries
  * its task's lock. `dispatch` acquires the lock of `taskKey` (for the pending window), sends the message
  * with the lock's key, owner value and fencing token as message attributes ({@link LOCK_HANDOFF_ATTRIBUTES}),
- * and hands the lock over: the publisher keeps nothing. The Worker that receives the message adopts the
- * lock (see src/lock/adopt.ts), runs the handler under it with the same fencing token, and completes it.
+ * signed with `handoffSecret`, and hands the lock over: the publisher keeps nothing. The Worker that
+ * receives the message verifies the signature, adopts the lock (see src/lock/adopt.ts), runs the handler
+ * under it with the same fencing token, and completes it.
  * While the lock is held (waiting in the queue, or being worked on), a new dispatch answers 'pending'.
  *
  * If SendMessage fails, the lock is released and the SDK's error rethrown. A failure that SQS in fact
@@ -85,6 +98,8 @@ export class Publisher {
   readonly #sqs: SQSClient;
   readonly #redlock: Redlock;
   readonly #pendingTtlMs: number;
+  readonly #handoffSecret: string;
+  readonly #sqsTimeoutMs: number;
   readonly #logger: Logger;
 
   constructor(options: PublisherOptions) {
@@ -104,7 +119,12 @@ export class Publisher {
     this.#sqs = sqs;
     this.queueUrl = queueUrl;
     this.#redlock = redlock;
-    this.#pendingTtlMs = integer('pendingTtlMs', options.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, { min: 10 });
+    this.#handoffSecret = checkHandoffSecret('handoffSecret', options.handoffSecret);
+    this.#pendingTtlMs = integer('pendingTtlMs', options.pendingTtlMs ?? DEFAULT_PENDING_TTL_MS, {
+      min: 10,
+      max: MAX_TIMER_MS,
+    });
+    this.#sqsTimeoutMs = integer('sqsTimeoutMs', options.sqsTimeoutMs ?? 10_000, SQS_TIMEOUT_RANGE_MS);
     this.#logger = (options.logger ?? defaultLogger()).child({ queueUrl });
   }
 
@@ -145,13 +165,14 @@ export class Publisher {
         new SendMessageCommand({
           QueueUrl: this.queueUrl,
           MessageBody: body,
-          MessageAttributes: { ...messageAttributes, ...lockHandoffAttributes(grant) },
+          MessageAttributes: { ...messageAttributes, ...lockHandoffAttributes(grant, this.#handoffSecret) },
           ...(delaySeconds > 0 ? { DelaySeconds: delaySeconds } : {}),
           ...(request.messageGroupId === undefined ? {} : { MessageGroupId: request.messageGroupId }),
           ...(request.messageDeduplicationId === undefined
             ? {}
             : { MessageDeduplicationId: request.messageDeduplicationId }),
         }),
+        { abortSignal: AbortSignal.timeout(this.#sqsTimeoutMs) },
       );
       messageId = out.MessageId ?? '';
     } catch (error) {

@@ -1,9 +1,9 @@
 import type { Message, SQSClient } from '@aws-sdk/client-sqs';
-import { serializeError } from 'serialize-error';
 import type { Logger } from 'winston';
 import type { MessageOutcome } from '../handler/outcome.ts';
 import { receiveCountOf } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
+import { serializeError } from '../observability/serialize.ts';
 import { contendedBackoffSec, failureBackoffSec, quorumBackoffSec } from './backoff.ts';
 import {
   changeVisibility,
@@ -17,6 +17,8 @@ export interface SettleContext {
   readonly sqs: SQSClient;
   readonly queueUrl: string;
   deadLetterQueueUrl: string | undefined;
+  /** The deadline of each SQS call (delete, change visibility, dead-letter send), in ms. */
+  readonly sqsTimeoutMs: number;
   readonly backoff: {
     readonly retryBaseSec: number;
     readonly retryMaxSec: number;
@@ -72,7 +74,13 @@ export async function settleOutcomes(
         }
         case 'duplicate':
           acked.push(message);
-          events.push(() => ctx.emit('duplicate_skipped', { messageId, lockKey: outcome.lockKey }));
+          events.push(() =>
+            ctx.emit('duplicate_skipped', {
+              messageId,
+              lockKey: outcome.lockKey,
+              idempotencyKey: outcome.idempotencyKey,
+            }),
+          );
           return;
         case 'contended': {
           const retryInSec = contendedBackoffSec(outcome.retryAfterMs, retryMaxSec);
@@ -123,8 +131,10 @@ export async function settleOutcomes(
   );
 
   const [deleted, delayed] = await Promise.all([
-    ctx.deleteAcked ? deleteMessages(ctx.sqs, ctx.queueUrl, acked) : undefined,
-    changeVisibility(ctx.sqs, ctx.queueUrl, toDelay),
+    ctx.deleteAcked
+      ? deleteMessages(ctx.sqs, ctx.queueUrl, acked, { timeoutMs: ctx.sqsTimeoutMs })
+      : undefined,
+    changeVisibility(ctx.sqs, ctx.queueUrl, toDelay, { timeoutMs: ctx.sqsTimeoutMs }),
   ]);
   for (const error of deleted?.errors ?? []) ctx.onSqsError('delete', error);
   for (const error of delayed.errors) ctx.onSqsError('change_visibility', error);
@@ -154,7 +164,9 @@ async function deadLetter(
     return false;
   }
   try {
-    await sendToDeadLetter(ctx.sqs, ctx.deadLetterQueueUrl, message, reason, error);
+    await sendToDeadLetter(ctx.sqs, ctx.deadLetterQueueUrl, message, reason, error, {
+      timeoutMs: ctx.sqsTimeoutMs,
+    });
     ctx.logger.warn('poison message moved to the dead-letter queue', log);
     return true;
   } catch (sendError) {
@@ -169,11 +181,12 @@ export async function resolveDeadLetterQueueUrl(
   queueUrl: string,
   configured: string | false | undefined,
   logger: Logger,
+  sqsTimeoutMs: number,
 ): Promise<string | undefined> {
   if (typeof configured === 'string') return configured;
   if (configured === false) return undefined;
   try {
-    return await discoverDeadLetterQueueUrl(sqs, queueUrl);
+    return await discoverDeadLetterQueueUrl(sqs, queueUrl, { timeoutMs: sqsTimeoutMs });
   } catch (error) {
     logger.warn('could not read the queue RedrivePolicy; poison messages will be left to SQS', {
       err: serializeError(error),

@@ -5,10 +5,49 @@ import {
   GetQueueUrlCommand,
   type Message,
   type MessageAttributeValue,
+  type MessageSystemAttributeName,
+  type QueueAttributeName,
   SendMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
-import { serializeError } from 'serialize-error';
+import type { Logger } from 'winston';
+import { serializeError } from '../observability/serialize.ts';
+
+/**
+ * The system attributes the pipeline reads: the receive count (failure backoff) and the group (FIFO
+ * order). Asked for through both `MessageSystemAttributeNames` and the older `AttributeNames`: some
+ * emulators read only the latter, and then both attributes would be missing.
+ */
+export const RECEIVE_SYSTEM_ATTRIBUTES: readonly MessageSystemAttributeName[] = [
+  'ApproximateReceiveCount',
+  'MessageGroupId',
+];
+/** The same names for `AttributeNames`, which the SDK types as queue attributes (SQS takes both kinds). */
+export const RECEIVE_LEGACY_ATTRIBUTES =
+  RECEIVE_SYSTEM_ATTRIBUTES as readonly string[] as QueueAttributeName[];
+
+/** Checks received messages; see {@link fifoGroupCheck}. */
+export type FifoGroupCheck = (queueUrl: string, messages: readonly Message[], logger: Logger) => void;
+
+/**
+ * Warns once (per returned function: one per Worker or Lambda handler) when a message of a FIFO queue
+ * arrives without its MessageGroupId: the endpoint did not return it, so the pipeline cannot keep the
+ * order of its group.
+ */
+export function fifoGroupCheck(): FifoGroupCheck {
+  let warned = false;
+  return (queueUrl, messages, logger) => {
+    if (warned || !queueUrl.endsWith('.fifo')) return;
+    const missing = messages.find((m) => !m.Attributes?.MessageGroupId);
+    if (!missing) return;
+    warned = true;
+    logger.warn(
+      'a message of a FIFO queue has no MessageGroupId (the SQS endpoint did not return it): FIFO order ' +
+        'cannot be kept for it; such messages run as one group, in batch order. Warned once.',
+      { messageId: missing.MessageId },
+    );
+  };
+}
 
 /** SQS allows 10 entries per batch call. */
 const SQS_BATCH_LIMIT = 10;
@@ -34,11 +73,26 @@ export interface BatchResult {
   readonly errors: readonly unknown[];
 }
 
-/** Deletes messages in batches of 10. Never throws: failures are returned. */
+/**
+ * The deadline of one SQS call: `timeoutMs` (every call but ReceiveMessage has one, or a hung socket
+ * would hold it for the client's 900 s default), and `signal` if given.
+ */
+export interface SqsDeadline {
+  readonly timeoutMs: number;
+  readonly signal?: AbortSignal | undefined;
+}
+
+function abortSignalOf({ timeoutMs, signal }: SqsDeadline): AbortSignal {
+  const timeout = AbortSignal.timeout(timeoutMs);
+  return signal ? AbortSignal.any([timeout, signal]) : timeout;
+}
+
+/** Deletes messages in batches of 10. Never throws: failures (a timeout too) are returned. */
 export async function deleteMessages(
   sqs: SQSClient,
   queueUrl: string,
   messages: readonly Message[],
+  deadline: SqsDeadline,
 ): Promise<BatchResult> {
   return batched(messages, async (chunk) => {
     const out = await sqs.send(
@@ -46,16 +100,18 @@ export async function deleteMessages(
         QueueUrl: queueUrl,
         Entries: chunk.map((m, i) => ({ Id: `m${i}`, ReceiptHandle: m.ReceiptHandle })),
       }),
+      { abortSignal: abortSignalOf(deadline) },
     );
     return (out.Failed ?? []).map((f) => Number(f.Id?.slice(1)));
   });
 }
 
-/** Sets the visibility timeout of messages in batches of 10. Never throws: failures are returned. */
+/** Sets the visibility timeout of messages in batches of 10. Never throws: failures (a timeout too) are returned. */
 export async function changeVisibility(
   sqs: SQSClient,
   queueUrl: string,
   entries: readonly { readonly message: Message; readonly seconds: number }[],
+  deadline: SqsDeadline,
 ): Promise<BatchResult> {
   const byMessage = new Map(entries.map((e) => [e.message, e.seconds]));
   return batched(
@@ -70,6 +126,7 @@ export async function changeVisibility(
             VisibilityTimeout: byMessage.get(m) ?? 0,
           })),
         }),
+        { abortSignal: abortSignalOf(deadline) },
       );
       return (out.Failed ?? []).map((f) => Number(f.Id?.slice(1)));
     },
@@ -108,6 +165,7 @@ export async function sendToDeadLetter(
   message: Message,
   reason: string,
   error: unknown,
+  deadline: SqsDeadline,
 ): Promise<void> {
   const ours: Record<string, MessageAttributeValue> = {
     [POISON_ATTRIBUTES.reason]: { DataType: 'String', StringValue: truncate(reason, 1_000) },
@@ -138,6 +196,7 @@ export async function sendToDeadLetter(
           }
         : {}),
     }),
+    { abortSignal: abortSignalOf(deadline) },
   );
 }
 
@@ -145,9 +204,11 @@ export async function sendToDeadLetter(
 export async function discoverDeadLetterQueueUrl(
   sqs: SQSClient,
   queueUrl: string,
+  deadline: SqsDeadline,
 ): Promise<string | undefined> {
   const { Attributes } = await sqs.send(
     new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['RedrivePolicy'] }),
+    { abortSignal: abortSignalOf(deadline) },
   );
   if (!Attributes?.RedrivePolicy) return undefined;
   const policy = JSON.parse(Attributes.RedrivePolicy) as { deadLetterTargetArn?: string };
@@ -156,6 +217,7 @@ export async function discoverDeadLetterQueueUrl(
   if (!name) return undefined;
   const { QueueUrl } = await sqs.send(
     new GetQueueUrlCommand({ QueueName: name, QueueOwnerAWSAccountId: account }),
+    { abortSignal: abortSignalOf(deadline) },
   );
   return QueueUrl;
 }

@@ -1,15 +1,23 @@
 import { EventEmitter } from 'node:events';
 import type { Message } from '@aws-sdk/client-sqs';
-import { serializeError } from 'serialize-error';
 import { Consumer } from 'sqs-consumer';
 import type { Logger } from 'winston';
 import { ShutdownError } from '../errors.ts';
 import type { MessageOutcome } from '../handler/outcome.ts';
-import { type PipelineDeps, runBatch } from '../handler/pipeline.ts';
+import { type InFlightMessage, type PipelineDeps, runBatch } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
+import { serializeError } from '../observability/serialize.ts';
 import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from '../options.ts';
+import { quorumBackoffSec } from './backoff.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { resolveDeadLetterQueueUrl, type SettleContext, settleOutcomes } from './settle.ts';
+import {
+  changeVisibility,
+  type FifoGroupCheck,
+  fifoGroupCheck,
+  RECEIVE_LEGACY_ATTRIBUTES,
+  RECEIVE_SYSTEM_ATTRIBUTES,
+} from './sqs-actions.ts';
 
 export type WorkerState = 'idle' | 'running' | 'paused' | 'stopping' | 'stopped';
 
@@ -24,8 +32,23 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   readonly #heartbeat: Heartbeat;
   readonly #shutdown = new AbortController();
   readonly #batches = new Set<Promise<void>>();
+  /** Messages received while stopping or paused, being put back: stop() resolves after them. */
+  readonly #lettingGo = new Set<Promise<void>>();
+  /** Locked messages whose handlers run: what a shutdown past its deadline leaves running. */
+  readonly #running = new Set<InFlightMessage>();
+  /** Consumers whose ReceiveMessage was sent and has not answered yet. */
+  readonly #receiving = new Set<Consumer>();
+  /**
+   * Closed while paused or stopping: a poll waits here instead of sending a new receive. Polls are held
+   * back rather than stopped, so that no open receive ever has to be aborted (see #stop).
+   */
+  #receiveGate: { readonly closed: Promise<void>; readonly open: () => void } | undefined;
+  /** Some message was put back (not deleted) while paused or stopping: an aborted poll could swallow it. */
+  #letGoWhileNotRunning = false;
   readonly #pipeline: PipelineDeps<T>;
   readonly #settler: SettleContext;
+  /** Warns once when a message of a FIFO queue arrives without its MessageGroupId. */
+  readonly #checkFifoGroups: FifoGroupCheck = fifoGroupCheck();
   #state: WorkerState = 'idle';
   #stopping: Promise<void> | undefined;
   #pausing: Promise<void> | undefined;
@@ -37,24 +60,36 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     const o = this.options;
     this.#logger = o.logger.child({ queueUrl: o.queueUrl });
     this.#heartbeat = new Heartbeat({
-      redlock: o.redlock,
       sqs: o.sqs,
       queueUrl: o.queueUrl,
       intervalMs: o.heartbeatIntervalMs,
       visibilityTimeoutSec: o.extendVisibility ? o.visibilityTimeoutSec : undefined,
+      sqsTimeoutMs: o.sqsTimeoutMs,
       logger: this.#logger,
+      onError: (error) => this.#settler.emit('sqs_error', { operation: 'heartbeat_visibility', error }),
     });
     this.#pipeline = {
       handler: o.handler,
       redlock: o.redlock,
       logger: this.#logger,
       fifo: o.fifo,
-      autoExtendLocks: false, // the heartbeat extends locks and visibility in the same tick
+      // The Redlock's extender renews the locks on its own timer: a hung SQS call cannot stall it.
+      autoExtendLocks: true,
       completionTtlMs: o.completionTtlMs,
       completionWindowMs: o.completionWindowMs,
       shutdown: this.#shutdown.signal,
       logBodies: o.logMessageBodies,
-      inFlight: this.#heartbeat,
+      handoffSecret: o.handoffSecret,
+      inFlight: {
+        add: (messages) => {
+          for (const m of messages) this.#running.add(m);
+          this.#heartbeat.add(messages);
+        },
+        remove: (messages) => {
+          for (const m of messages) this.#running.delete(m);
+          this.#heartbeat.remove(messages);
+        },
+      },
       onLocked: (info) => this.emit('batch_locked', info),
       settleEarly: (outcomes) => this.#settle(outcomes),
     };
@@ -63,6 +98,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       sqs: o.sqs,
       queueUrl: o.queueUrl,
       deadLetterQueueUrl: undefined, // found at start()
+      sqsTimeoutMs: o.sqsTimeoutMs,
       backoff: o,
       logger: this.#logger,
       deleteAcked: true,
@@ -91,6 +127,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       this.options.queueUrl,
       this.options.deadLetterQueueUrl,
       this.#logger,
+      this.options.sqsTimeoutMs,
     );
     if (!this.#settler.deadLetterQueueUrl) {
       this.#logger.warn(
@@ -104,28 +141,90 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   }
 
   /**
-   * Stops polling, waits for in-flight handlers up to `timeoutMs`, then aborts the rest: their locks
-   * are released and their messages made visible at once. Idempotent.
+   * Stops polling and waits up to `timeoutMs` for in-flight handlers. Past it, their signals abort, and
+   * those that honour it get a short grace to settle (released, visible again at once). Then it
+   * resolves, even if some handler still runs: such a handler keeps its lock and its message's
+   * visibility extended until it settles, then settles as usual (a late success is completed and
+   * deleted), so no other worker runs the message meanwhile. The state is then 'stopped' while those
+   * batches still run (`batchesInFlight`). `redlock.quit()` then releases none of their locks: it stops
+   * extending them (their signals abort) and leaves them to expire after their TTL, as exiting does.
+   *
+   * An aborted ReceiveMessage stays open on the server and takes what becomes visible meanwhile out
+   * of reach for a whole visibility timeout. So an open long poll is aborted only if this worker has
+   * no message in flight and put none back while paused or stopping; otherwise it is awaited (up to
+   * `waitTimeSeconds`) and what it brings is put back at once. Idempotent.
    */
   stop(options: { timeoutMs?: number } = {}): Promise<void> {
     this.#stopping ??= this.#stop(options.timeoutMs ?? 25_000);
     return this.#stopping;
   }
 
+  /** Batches still running: after stop() resolved, those whose handlers outlived the deadline. */
+  get batchesInFlight(): number {
+    return this.#batches.size;
+  }
+
   async #stop(timeoutMs: number): Promise<void> {
     this.#state = 'stopping';
-    // Abort: an idle long poll ends now instead of after waitTimeSeconds.
-    for (const consumer of this.#consumers) consumer.stop({ abort: true });
-    const drained = await this.#drain(timeoutMs);
-    if (!drained) {
-      this.#logger.warn('shutdown deadline passed: aborting in-flight handlers', { timeoutMs });
+    this.#closeReceiveGate();
+    const receivesDue = performance.now() + this.options.waitTimeSeconds * 1000 + RECEIVE_MARGIN_MS;
+    // Nothing in flight: nothing this worker lets go can fall into an aborted poll, so end it now.
+    if (this.#batches.size === 0) this.#endPolling();
+    if (!(await this.#drain(timeoutMs))) {
+      this.#logger.warn('shutdown deadline passed: aborting the signals of in-flight handlers', {
+        timeoutMs,
+      });
       this.#shutdown.abort(new ShutdownError(`worker stopped; ${timeoutMs} ms shutdown deadline passed`));
-      await this.#drain(10_000);
+      if (!(await this.#drain(SHUTDOWN_GRACE_MS))) {
+        const running = [...this.#running];
+        this.#logger.warn(
+          'handlers still running after the shutdown deadline: they keep their locks and their visibility until they settle',
+          {
+            messageIds: running.map((m) => m.message.MessageId),
+            lockKeys: running.map((m) => m.lock.key),
+          },
+        );
+      }
     }
     await this.#pausing;
-    this.#heartbeat.stop();
+    if (this.#batches.size > 0 || this.#letGoWhileNotRunning) await this.#receivesReturned(receivesDue);
+    this.#endPolling();
+    await Promise.allSettled([...this.#lettingGo]);
+    // Abandoned handlers still need their visibility extended; the heartbeat stops by itself after them.
+    if (this.#batches.size === 0) this.#heartbeat.stop();
     this.#state = 'stopped';
     this.emit('stopped');
+  }
+
+  /** Waits until no ReceiveMessage is open, or `due` (a receive answers within waitTimeSeconds). */
+  async #receivesReturned(due: number): Promise<void> {
+    while (this.#consumers.some((c) => this.#receiving.has(c))) {
+      if (performance.now() > due) {
+        this.#logger.warn('a ReceiveMessage did not answer within waitTimeSeconds; stopped without it');
+        return;
+      }
+      await sleep(20);
+    }
+  }
+
+  /** Ends every poll loop for good: an open receive is aborted, a held-back poll sends nothing. */
+  #endPolling(): void {
+    for (const consumer of this.#consumers) consumer.stop({ abort: true });
+    this.#openReceiveGate();
+  }
+
+  #closeReceiveGate(): void {
+    if (this.#receiveGate) return;
+    let open = (): void => {};
+    const closed = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    this.#receiveGate = { closed, open };
+  }
+
+  #openReceiveGate(): void {
+    this.#receiveGate?.open();
+    this.#receiveGate = undefined;
   }
 
   /** Resolves true once no batch is in flight, false if `timeoutMs` passes first. */
@@ -153,23 +252,66 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       batchSize: o.batchSize,
       visibilityTimeout: o.visibilityTimeoutSec,
       waitTimeSeconds: o.waitTimeSeconds,
-      messageSystemAttributeNames: ['ApproximateReceiveCount', 'MessageGroupId'],
+      messageSystemAttributeNames: [...RECEIVE_SYSTEM_ATTRIBUTES],
+      attributeNames: [...RECEIVE_LEGACY_ATTRIBUTES], // for emulators that read only the older name
       messageAttributeNames: ['All'],
       // Deletion and visibility are ours: per message, after the lock says so (see #settle).
       shouldDeleteMessages: false,
       suppressFifoWarning: true,
+      preReceiveMessageCallback: async () => {
+        while (this.#receiveGate) await this.#receiveGate.closed;
+        // Its error is not reported (see 'error' below): the poll loop ends here, nothing was sent.
+        if (this.#state !== 'running') throw new ShutdownError('receive aborted: the worker is stopping');
+        this.#receiving.add(consumer);
+      },
       handleMessageBatch: async (messages) => {
-        await this.#track(this.#processBatch(messages));
+        this.#receiving.delete(consumer);
+        // A receive left open by stop() or a pause answered: its messages are not run, but put back.
+        if (this.#state !== 'running') await this.#track(this.#letGo(messages));
+        else await this.#track(this.#processBatch(messages));
         return [];
       },
     });
-    consumer.on('error', (error) => {
-      // stop() and pauses abort the idle long poll on purpose: that is not an SQS failure.
+    consumer.on('empty', () => this.#receiving.delete(consumer));
+    consumer.on('message_received', (message) => this.#checkFifoGroups(o.queueUrl, [message], this.#logger));
+    consumer.on('error', (error, messages) => {
+      if (messages === undefined) this.#receiving.delete(consumer); // the receive failed
+      // stop() aborts an idle long poll, or a held-back one, on purpose: that is not an SQS failure.
       if (this.#state !== 'running' && /aborted/i.test(`${error.message} ${(error.cause as Error)?.name}`))
         return;
       this.#sqsError('receive', error);
     });
     return consumer;
+  }
+
+  /**
+   * Puts back messages received while stopping (visible at once, for another worker) or paused (after
+   * the quorum backoff: visible at once, they would only burn receive counts on workers that find no
+   * quorum either, which is what the pause is for).
+   */
+  #letGo(messages: readonly Message[]): Promise<void> {
+    const o = this.options;
+    const paused = this.#state === 'paused';
+    const seconds = paused ? quorumBackoffSec(o.quorumBackoffSec, o.retryMaxSec) : 0;
+    this.#letGoWhileNotRunning = true;
+    const letGo = (async () => {
+      const { errors } = await changeVisibility(
+        o.sqs,
+        o.queueUrl,
+        messages.map((message) => ({ message, seconds })),
+        { timeoutMs: o.sqsTimeoutMs },
+      );
+      for (const error of errors) this.#sqsError('change_visibility', error);
+      this.#logger.info(
+        paused ? 'received while paused: put back, not run' : 'received while stopping: put back, not run',
+        {
+          messageIds: messages.map((m) => m.MessageId),
+          visibleInSec: seconds,
+        },
+      );
+    })();
+    this.#lettingGo.add(letGo);
+    return letGo.finally(() => this.#lettingGo.delete(letGo));
   }
 
   async #track(batch: Promise<void>): Promise<void> {
@@ -185,7 +327,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     try {
       await this.#settle(await runBatch(this.#pipeline, messages));
     } catch (error) {
-      // Nothing was deleted: the messages come back after their visibility timeout.
+      // What was not settled yet is not deleted: it comes back after its visibility timeout.
       this.#logger.error('batch failed', {
         err: serializeError(error),
         messageIds: messages.map((m) => m.MessageId),
@@ -195,7 +337,8 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
 
   async #settle(outcomes: readonly MessageOutcome[]): Promise<void> {
     if (outcomes.length === 0) return;
-    const { quorumLost } = await settleOutcomes(this.#settler, outcomes);
+    const { quorumLost, retained } = await settleOutcomes(this.#settler, outcomes);
+    if (retained.length > 0 && this.#state !== 'running') this.#letGoWhileNotRunning = true;
     if (quorumLost) this.#pauseForQuorum();
   }
 
@@ -205,19 +348,18 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     this.#state = 'paused';
     this.emit('polling_paused', { reason: 'quorum_unavailable' });
     this.#logger.warn('no Redis quorum: polling paused until it answers again');
-    for (const consumer of this.#consumers) consumer.stop({ abort: true });
+    // New receives are held back; open ones are not aborted (an aborted receive stays open on the server
+    // and would swallow the messages put back meanwhile): what they bring goes back (see #letGo).
+    this.#closeReceiveGate();
     this.#pausing = (async () => {
       const signal = this.#shutdown.signal;
       while (this.#state === 'paused') {
         await sleep(this.options.quorumProbeIntervalMs);
         if (this.#state !== 'paused' || signal.aborted) return;
         const status = await this.options.redlock.quorumStatus();
-        if (!status.available) continue;
-        // sqs-consumer runs two poll loops if started while its last poll is still in flight.
-        while (this.#consumers.some((c) => c.status.isPolling) && this.#state === 'paused') await sleep(20);
-        if (this.#state !== 'paused') return;
+        if (!status.available || this.#state !== 'paused') continue;
         this.#state = 'running';
-        for (const consumer of this.#consumers) consumer.start();
+        this.#openReceiveGate();
         this.#logger.info('Redis quorum is back: polling resumed');
         this.emit('polling_resumed');
       }
@@ -231,6 +373,11 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     this.emit('sqs_error', { operation, error });
   }
 }
+
+/** How long stop() gives handlers that honour their aborted signal to settle, past the deadline. */
+const SHUTDOWN_GRACE_MS = 500;
+/** How much longer than waitTimeSeconds a receive may take to answer (network, a slow endpoint). */
+const RECEIVE_MARGIN_MS = 3_000;
 
 function sleep(ms: number): Promise<void> {
   // Not unref'd: a paused or stopping worker must keep the process alive.

@@ -5,6 +5,7 @@ import { ACQUIRE_SCRIPT } from '../../src/lock/acquire.ts';
 import { COMPLETE_SCRIPT } from '../../src/lock/complete.ts';
 import { EXTEND_SCRIPT } from '../../src/lock/extend.ts';
 import { RAISE_FENCE_SCRIPT } from '../../src/lock/fence.ts';
+import { RECLAIM_SCRIPT } from '../../src/lock/reclaim.ts';
 import { RELEASE_SCRIPT } from '../../src/lock/release.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import type { RedisNodes } from './redis-nodes.ts';
@@ -87,6 +88,13 @@ export async function eventually<T>(fn: () => Promise<T | undefined | false>, ti
 
 /** Loads every engine script on every client's node, so EVALSHA counts are round trips (no NOSCRIPT fallback). */
 export async function loadScripts(clients: readonly Redis[]): Promise<void> {
-  const scripts = [ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT, COMPLETE_SCRIPT, RAISE_FENCE_SCRIPT];
+  const scripts = [
+    ACQUIRE_SCRIPT,
+    EXTEND_SCRIPT,
+    RELEASE_SCRIPT,
+    COMPLETE_SCRIPT,
+    RAISE_FENCE_SCRIPT,
+    RECLAIM_SCRIPT,
+  ];
   await Promise.all(clients.flatMap((client) => scripts.map((script) => client.script('LOAD', script.lua))));
 }

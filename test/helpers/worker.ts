@@ -1,3 +1,5 @@
+import type { Redis } from 'ioredis';
+import { beforeAll } from 'vitest';
 import type {
   Redlock,
   RedlockOptions,
@@ -7,9 +9,10 @@ import type {
 } from '../../src/index.ts';
 import { Worker } from '../../src/index.ts';
 import { MESSAGE_EVENTS } from './events.ts';
+import { Ledger } from './ledger.ts';
 import { eventually, redlockOver, silentLogger } from './lock.ts';
-import type { RedisNodes } from './redis-nodes.ts';
-import type { SqsEnv } from './sqs.ts';
+import { type RedisNodes, useRedisNodes } from './redis-nodes.ts';
+import { type SqsEnv, useSqs } from './sqs.ts';
 
 /** Every event a worker emitted, by name, in order. */
 export type RecordedEvents = { [K in keyof WorkerEvents]: WorkerEvents[K][0][] };
@@ -59,6 +62,35 @@ export function workerFactory(redis: RedisNodes, env: SqsEnv) {
       const all = started.splice(0);
       await Promise.all(all.map(({ worker }) => worker.stop({ timeoutMs: 5_000 })));
       await Promise.all(all.map(({ redlock }) => redlock.quit()));
+    },
+  };
+}
+
+/**
+ * The fixture of a Worker test file: 3 quorum nodes, a ledger node of its own, fauxqs, and a worker
+ * factory (stop its workers in the file's afterEach). `newLedger(prefix)` keeps one test's effects.
+ */
+export function useWorkerFixture(): {
+  redis: RedisNodes;
+  env: SqsEnv;
+  workers: ReturnType<typeof workerFactory>;
+  newLedger(prefix: string): Ledger;
+} {
+  const redis = useRedisNodes(3);
+  const ledgerNode = useRedisNodes(1);
+  const env = useSqs();
+  const workers = workerFactory(redis, env);
+  let ledgerClient: Redis | undefined;
+  beforeAll(() => {
+    ledgerClient = ledgerNode.clients()[0];
+  });
+  return {
+    redis,
+    env,
+    workers,
+    newLedger(prefix) {
+      if (!ledgerClient) throw new Error('newLedger() is for tests, after the fixture started');
+      return new Ledger(ledgerClient, prefix);
     },
   };
 }

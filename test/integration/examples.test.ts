@@ -159,7 +159,9 @@ describe('examples/lambda: the orders handler as a Lambda function', () => {
       const again = { Records: event.Records.filter((r) => r.messageId === failedId) };
       const retried = await lambda.handler(again, local.lambdaContext(30_000));
       expect(retried).toEqual({ batchItemFailures: [] });
-      expect(seen.duplicates).toMatchObject([{ messageId: failedId, lockKey: 'order:C' }]);
+      expect(seen.duplicates).toMatchObject([
+        { messageId: failedId, lockKey: 'order:C', idempotencyKey: 'charge:C' },
+      ]);
       expect(await local.deleteSucceeded(env.sqs, queue.queueUrl, again, retried)).toBe(1);
       expect(env.counts(queue.queueName).total).toBe(0);
       expect(await orders.charges('C')).toBe(1);
@@ -171,6 +173,8 @@ describe('examples/lambda: the orders handler as a Lambda function', () => {
 
 describe('examples/scheduler: the Publisher handoff', () => {
   const workers = workerFactory(redis, env);
+  /** Shared by the scheduler and the workers (HANDOFF_SECRET). */
+  const handoffSecret = 'examples-test-handoff-secret-0123456789';
   /** The scheduler's Redlock (its own connections, as in its own process). */
   let redlock: Redlock;
   let reports: ReportStore;
@@ -184,7 +188,7 @@ describe('examples/scheduler: the Publisher handoff', () => {
 
   it('dispatching twice sends one message per task; the worker adopts its lock, writes the report, and the task is done', async () => {
     const { queueUrl, queueName } = env.createQueue('reports', { maxReceiveCount: 3 });
-    const publisher = new Publisher({ sqs: env.sqs, queueUrl, redlock, logger: silentLogger });
+    const publisher = new Publisher({ sqs: env.sqs, queueUrl, redlock, handoffSecret, logger: silentLogger });
     const customers = ['acme', 'globex'];
     const date = '2026-01-31';
 
@@ -208,7 +212,7 @@ describe('examples/scheduler: the Publisher handoff', () => {
     expect(env.counts(queueName).total).toBe(2);
 
     const handler = new NightlyReportHandler(reports, 50);
-    const { events } = await workers.start(handler, queueUrl);
+    const { events } = await workers.start(handler, queueUrl, { handoffSecret });
     await eventually(async () => events.message_processed.length === 2 && env.counts(queueName).total === 0);
     for (const { taskKey, result } of first) {
       if (!result.dispatched) throw new Error('dispatched above');

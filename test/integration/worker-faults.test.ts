@@ -1,24 +1,14 @@
 import type { Message } from '@aws-sdk/client-sqs';
-import type { Redis } from 'ioredis';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BaseHandler, isLock, LockLostError } from '../../src/index.ts';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BaseHandler, type HandlerContext, isLock, LockLostError } from '../../src/index.ts';
 import { jobs, LedgerHandler } from '../helpers/handlers.ts';
-import { Ledger } from '../helpers/ledger.ts';
-import { eventually, redlockOver, sleep } from '../helpers/lock.ts';
-import { useRedisNodes } from '../helpers/redis-nodes.ts';
-import { sendMessages, useSqs } from '../helpers/sqs.ts';
-import { workerFactory } from '../helpers/worker.ts';
+import { eventually, redlockOver, sleep, sleepUnlessAborted } from '../helpers/lock.ts';
+import { sendMessages } from '../helpers/sqs.ts';
+import { useWorkerFixture } from '../helpers/worker.ts';
 
 describe('Worker under faults', () => {
-  const redis = useRedisNodes(3);
-  const ledgerNode = useRedisNodes(1);
-  const env = useSqs();
-  const workers = workerFactory(redis, env);
-  let ledgerClient: Redis;
+  const { redis, env, workers, newLedger } = useWorkerFixture();
 
-  beforeAll(() => {
-    ledgerClient = ledgerNode.clients()[0] as Redis;
-  });
   afterEach(async () => {
     for (const node of redis.nodes) {
       if (node.isPaused) node.resume();
@@ -29,7 +19,7 @@ describe('Worker under faults', () => {
 
   it('loses the quorum mid-run (2 of 3 nodes killed, then restarted): pauses, resumes, every message once', async () => {
     const { queueUrl, queueName } = env.createQueue('quorum-lost');
-    const ledger = new Ledger(ledgerClient, 'quorum-lost');
+    const ledger = newLedger('quorum-lost');
     const { events } = await workers.start(new LedgerHandler(ledger), queueUrl, {
       concurrency: 2,
       quorumBackoffSec: 1,
@@ -61,7 +51,7 @@ describe('Worker under faults', () => {
 
   it('loses the lock mid-handle (majority paused past the TTL): aborts, keeps the message, reruns it with a greater token', async () => {
     const { queueUrl, queueName } = env.createQueue('lock-lost');
-    const ledger = new Ledger(ledgerClient, 'lock-lost');
+    const ledger = newLedger('lock-lost');
     const handler = new LedgerHandler(ledger);
     const { events } = await workers.start(handler, queueUrl, {
       retryBaseSec: 0.5,
@@ -90,7 +80,7 @@ describe('Worker under faults', () => {
   describe('graceful stop', () => {
     it('lets in-flight handlers finish within the deadline', async () => {
       const { queueUrl, queueName } = env.createQueue('stop-drain');
-      const ledger = new Ledger(ledgerClient, 'stop-drain');
+      const ledger = newLedger('stop-drain');
       const handler = new LedgerHandler(ledger);
       const { worker } = await workers.start(handler, queueUrl);
       const sent = jobs(4, 's', { workMs: 600 });
@@ -108,20 +98,22 @@ describe('Worker under faults', () => {
       await worker.stop(); // safe after it stopped
     });
 
-    it('past the deadline aborts the rest, releases their locks and makes them visible at once', async () => {
+    it('past the deadline aborts their signals: handlers that give up are released and visible at once', async () => {
       const { queueUrl, queueName } = env.createQueue('stop-abort', { visibilityTimeoutSec: 300 });
       const started: string[] = [];
-      // A handler that ignores its signal: stop() must not wait for it.
-      class Stubborn extends BaseHandler<string> {
+      // A handler that gives up when its signal aborts. (One that ignores it keeps its lock until it
+      // settles: see shutdown.test.ts.)
+      class GivesUp extends BaseHandler<string> {
         hydrate(message: Message): string {
           return message.Body ?? '';
         }
-        async handle(body: string): Promise<void> {
+        async handle(body: string, ctx: HandlerContext): Promise<void> {
           started.push(body);
-          await sleep(15_000);
+          await sleepUnlessAborted(15_000, ctx.signal);
+          throw ctx.signal.reason;
         }
       }
-      const { worker, events } = await workers.start(new Stubborn(), queueUrl, { visibilityTimeoutSec: 300 });
+      const { worker, events } = await workers.start(new GivesUp(), queueUrl, { visibilityTimeoutSec: 300 });
       const ids = await sendMessages(env.sqs, queueUrl, [{ body: 'a' }, { body: 'b' }, { body: 'c' }]);
       await eventually(async () => started.length === 3, 10_000);
 

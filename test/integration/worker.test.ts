@@ -1,30 +1,20 @@
-import type { Redis } from 'ioredis';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { POISON_ATTRIBUTES } from '../../src/index.ts';
 import { jobs, LedgerHandler } from '../helpers/handlers.ts';
-import { Ledger } from '../helpers/ledger.ts';
 import { eventually, sleep } from '../helpers/lock.ts';
-import { useRedisNodes } from '../helpers/redis-nodes.ts';
-import { drainQueue, sendMessages, useSqs } from '../helpers/sqs.ts';
-import { type RecordedEvents, workerFactory } from '../helpers/worker.ts';
+import { drainQueue, sendMessages } from '../helpers/sqs.ts';
+import { type RecordedEvents, useWorkerFixture } from '../helpers/worker.ts';
 
 describe('Worker', () => {
-  const redis = useRedisNodes(3);
-  const ledgerNode = useRedisNodes(1);
-  const env = useSqs();
-  const workers = workerFactory(redis, env);
-  let ledgerClient: Redis;
+  const { env, workers, newLedger } = useWorkerFixture();
 
-  beforeAll(() => {
-    ledgerClient = ledgerNode.clients()[0] as Redis;
-  });
   afterEach(() => workers.stopAll());
 
   const startWorker = workers.start;
 
   it('processes every message once, deletes it, and gives the handler its context', async () => {
     const { queueUrl, queueName } = env.createQueue('happy');
-    const ledger = new Ledger(ledgerClient, 'happy');
+    const ledger = newLedger('happy');
     const handler = new LedgerHandler(ledger);
     const { events } = await startWorker(handler, queueUrl);
     const sent = jobs(25, 'h');
@@ -40,7 +30,7 @@ describe('Worker', () => {
 
   it('suppresses forced duplicate deliveries: every effect exactly once (visibility 1 s, handler 2.5 s, heartbeat off)', async () => {
     const { queueUrl, queueName } = env.createQueue('dupes', { visibilityTimeoutSec: 1 });
-    const ledger = new Ledger(ledgerClient, 'dupes');
+    const ledger = newLedger('dupes');
     const handlers = [new LedgerHandler(ledger), new LedgerHandler(ledger)];
     const options = {
       visibilityTimeoutSec: 1,
@@ -68,7 +58,7 @@ describe('Worker', () => {
 
   it('dead-letters poison with its reason; the handler never runs on it; nothing else is affected', async () => {
     const { queueUrl, queueName, dlqUrl } = env.createQueue('poison', { maxReceiveCount: 5 });
-    const ledger = new Ledger(ledgerClient, 'poison');
+    const ledger = newLedger('poison');
     const handler = new LedgerHandler(ledger);
     const { events } = await startWorker(handler, queueUrl);
     const good = jobs(6, 'ok');
@@ -101,7 +91,7 @@ describe('Worker', () => {
       maxReceiveCount: 5,
       visibilityTimeoutSec: 1,
     });
-    const ledger = new Ledger(ledgerClient, 'poison-slow');
+    const ledger = newLedger('poison-slow');
     // Two workers: if the poison waited for the 2.5 s job, its 1 s visibility would lapse and the
     // other worker would dead-letter a second copy.
     for (let i = 0; i < 2; i++)
@@ -118,7 +108,7 @@ describe('Worker', () => {
 
   it('completes and deletes each message as its handler finishes: a slow one holds none of its batch back', async () => {
     const { queueUrl, queueName } = env.createQueue('slow-neighbour');
-    const ledger = new Ledger(ledgerClient, 'slow-neighbour');
+    const ledger = newLedger('slow-neighbour');
     const quick = jobs(4, 'quick');
     const [slow] = jobs(1, 'slow', { workMs: 3_000 });
     // Sent before the worker starts, so one receive takes all five as one batch.
@@ -142,7 +132,7 @@ describe('Worker', () => {
 
   it('retries a failing handler with growing visibility, then the queue redrives it to the DLQ', async () => {
     const { queueUrl, queueName, dlqUrl } = env.createQueue('failing', { maxReceiveCount: 3 });
-    const ledger = new Ledger(ledgerClient, 'failing');
+    const ledger = newLedger('failing');
     const handler = new LedgerHandler(ledger);
     const { events } = await startWorker(handler, queueUrl, { retryBaseSec: 0.5 });
     const [bad] = jobs(1, 'bad', { fail: true });

@@ -334,6 +334,7 @@ describe('helpText', () => {
       'COMPLETION_WINDOW_MS',
       'SHUTDOWN_TIMEOUT_MS',
       'DLQ_URL',
+      'HANDOFF_SECRET',
       'LOG_LEVEL',
       'METRICS_PORT',
     ];

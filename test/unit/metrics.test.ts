@@ -25,7 +25,7 @@ class FakeRedlock extends EventEmitter<RedlockEvents> {
 }
 
 const asRedlock = (fake: FakeRedlock): MetricsRedlock => fake as unknown as MetricsRedlock;
-const event = { messageId: 'm1', lockKey: 'k1' };
+const event = { messageId: 'm1', lockKey: 'k1', idempotencyKey: 'm1' };
 
 /** The value of one sample of a metric, by labels (and, for histograms, by sample name suffix). */
 async function value(
