@@ -44,8 +44,13 @@ export {
   type MetricsWorker,
   OUTCOME_EVENTS,
 } from './observability/metrics.ts';
-export { LAMBDA_DEFAULTS, type LambdaOptions, WORKER_DEFAULTS, type WorkerOptions } from './options.ts';
 export { createLambdaHandler, type LambdaEvents, type LambdaHandler } from './runtime/lambda.ts';
+export {
+  LAMBDA_DEFAULTS,
+  type LambdaOptions,
+  WORKER_DEFAULTS,
+  type WorkerOptions,
+} from './runtime/options.ts';
 export {
   DEFAULT_PENDING_TTL_MS,
   type DispatchRequest,

@@ -2,7 +2,7 @@ import { ConfigError } from './errors.ts';
 
 /*
  * Rule helpers shared by every layer's options resolver (the lock's in src/lock/options.ts, the
- * runtime's in src/options.ts). They sit below every layer: they import nothing but the errors.
+ * runtime's in src/runtime/options.ts). They sit below every layer: they import nothing but the errors.
  */
 
 /**

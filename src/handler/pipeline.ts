@@ -376,6 +376,12 @@ async function hydrate<T>(
   if (typeof lockKey !== 'string') return poison(lockKey.invalid, lockKey.error);
   const idempotencyKey = keyFrom(deps.handler, 'idempotencyKey', input, message);
   if (typeof idempotencyKey !== 'string') return poison(idempotencyKey.invalid, idempotencyKey.error);
+  if (lockKey !== idempotencyKey && deps.redlock.nodes.some((node) => node.client.isCluster)) {
+    // It would fail on that node every time (CROSSSLOT) and reach the DLQ anyway, without a reason.
+    return poison(
+      `lockKey and idempotencyKey differ (${JSON.stringify(lockKey)}, ${JSON.stringify(idempotencyKey)}): a Redis Cluster node cannot check both in one script; return the same key, or use standalone nodes`,
+    );
+  }
   return { input, lockKey, idempotencyKey };
 }
 

@@ -1,6 +1,7 @@
 import type { LockRef, MarkedLockRef, QuorumContext } from './context.ts';
 import { keysOf, markerKeyOf, sendUntil } from './context.ts';
 import { type FenceRaise, raiseFences } from './fence.ts';
+import type { NodeReply } from './node.ts';
 import { validityMs } from './quorum.ts';
 import type { LockRefusal } from './redlock.ts';
 import { rollback } from './release.ts';
@@ -96,6 +97,10 @@ export async function acquireBatch(
     return { keys: [k.lock, k.fence, markerKeyOf(prefix, r.idempotencyKey)], args: [r.value] };
   });
   // Decided once every key is granted by a quorum or seen completed: the slowest node is not waited for.
+  // Its reply still counts: where it granted a key that was refused (a 'done' decided by one node's
+  // marker), that grant is rolled back once known (undoLate), so no lock is left that nobody owns.
+  const late: { node: number; reply: NodeReply }[] = [];
+  let undoLate: ((node: number, reply: NodeReply) => void) | undefined;
   const replies = await sendUntil(
     ctx,
     ACQUIRE_SCRIPT,
@@ -111,12 +116,13 @@ export async function acquireBatch(
         }
         return granted >= ctx.quorum;
       }),
+    (node, reply) => (undoLate ? undoLate(node, reply) : late.push({ node, reply })),
   );
 
   const tallies = requests.map((_, i) => {
     const t: Tally = { granted: [], held: 0, heldPttl: 0, done: 0, failed: [] };
     replies.forEach((reply, j) => {
-      if (reply === undefined) return; // not waited for: the key was decided without it
+      if (reply === undefined) return; // not waited for: see undoLate
       const answer = reply.ok ? reply.replies[i] : undefined;
       if (typeof answer !== 'number') t.failed.push(j);
       else if (answer > 0) t.granted.push({ node: j, token: answer });
@@ -151,12 +157,30 @@ export async function acquireBatch(
     const atToken = t.granted.length - behind + (raisedOf.get(i) ?? 0);
     const verdict = decide(ctx, request, t, { validity, startedAt, decidedAt, failedNodes, atToken });
     if (verdict.kind !== 'granted') {
+      // Wherever it is or may be ours: granted, or failed (a timed-out call may still run: the release
+      // queues behind it on the same connection).
       for (const g of t.granted) undo[g.node]?.push(request);
       for (const j of t.failed) undo[j]?.push(request);
     }
     return verdict;
   });
   rollback(ctx, undo);
+  // A node answering after the decision: undo what it granted of the refused keys (or all of them if
+  // it failed or timed out: its call may still run). In the healthy case it answers 'done' too: no call.
+  const refused = requests.filter((_, i) => verdicts[i]?.kind !== 'granted');
+  const refusedAt = requests.flatMap((_, i) => (verdicts[i]?.kind !== 'granted' ? [i] : []));
+  undoLate = (node, reply) => {
+    const undone = refused.filter((_, x) => {
+      const answer = reply.ok ? reply.replies[refusedAt[x] as number] : undefined;
+      return typeof answer !== 'number' || answer > 0;
+    });
+    if (undone.length > 0)
+      rollback(
+        ctx,
+        ctx.nodes.map((_, j) => (j === node ? undone : [])),
+      );
+  };
+  for (const { node, reply } of late.splice(0)) undoLate(node, reply);
   return verdicts;
 }
 

@@ -16,8 +16,10 @@ local out = {}
 for i = 1, #KEYS / 2 do
   local lock, marker = KEYS[2 * i - 1], KEYS[2 * i]
   if redis.call('GET', lock) == ARGV[2 * i] then
-    redis.call('DEL', lock)
+    -- The marker first: Redis does not undo a script that fails midway, and a lock released without
+    -- its marker would let the work run again.
     redis.call('SET', marker, ARGV[2 * i + 1], 'PX', ARGV[1])
+    redis.call('DEL', lock)
     out[i] = 1
   else
     out[i] = 0

@@ -71,6 +71,8 @@ export function sendUntil(
   shared: readonly (string | number)[],
   itemsByNode: readonly (readonly ScriptItem[])[],
   enough: (replies: readonly (NodeReply | undefined)[]) => boolean,
+  /** Told of each node's reply (or its timeout) that comes after the promise resolved. */
+  onLate?: (node: number, reply: NodeReply) => void,
 ): Promise<(NodeReply | undefined)[]> {
   const n = ctx.nodes.length;
   const replies: (NodeReply | undefined)[] = new Array(n).fill(undefined);
@@ -83,7 +85,8 @@ export function sendUntil(
       replies[j] = reply;
       waiting--;
       if (waiting === 0) clearTimeout(timer);
-      if (!resolved && (waiting === 0 || enough(replies))) {
+      if (resolved) onLate?.(j, reply);
+      else if (waiting === 0 || enough(replies)) {
         resolved = true;
         resolve(replies.slice());
       }

@@ -47,9 +47,11 @@ export async function extendBatch(
     let refused = 0;
     const failed: string[] = [];
     replies.forEach((reply, j) => {
-      if (!reply.ok) failed.push(`${ctx.nodes[j]?.label}: ${reply.error.message}`);
-      else if (reply.replies[i] === 1) extended++;
-      else refused++;
+      const answer = reply.ok ? reply.replies[i] : undefined;
+      if (answer === 1) extended++;
+      else if (answer === 0) refused++;
+      // A failure is no "not owner": counted as one, it could declare a held lock lost.
+      else failed.push(`${ctx.nodes[j]?.label}: ${reply.ok ? String(answer) : reply.error.message}`);
     });
     if (extended >= ctx.quorum) return { kind: 'extended' };
     const detail = `extension reached ${extended} of ${n} nodes (quorum ${ctx.quorum}); ${refused} said not owner${

@@ -156,6 +156,11 @@ export class Lock {
     if (this.#state === 'completed') this.#state = 'released';
   }
 
+  /** @internal a late lock that was taken back on a quorum and completed: an extension answering now must not report it lost */
+  markCompleted(): void {
+    if (this.#state === 'held' || this.#state === 'lost') this.#state = 'completed';
+  }
+
   #throwIfLost(): void {
     if (this.#state === 'lost') throw this.#controller.signal.reason;
   }

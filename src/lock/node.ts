@@ -4,7 +4,10 @@ import type { LuaScript, ScriptItem } from './script.ts';
 /** What users pass: ordinary ioredis clients, one per independent node (a Cluster counts as one node). */
 export type RedisClient = Redis | Cluster;
 
-/** A node's answer to one batched call: a reply per lock, or why the node counts as a "no". */
+/**
+ * A node's answer to one batched call: a reply per lock (an Error where that lock's part failed alone,
+ * as on a Cluster), or why the node counts as a "no" for all of them.
+ */
 export type NodeReply =
   | { readonly ok: true; readonly replies: unknown[] }
   | { readonly ok: false; readonly error: Error };
@@ -93,34 +96,40 @@ export class RedisNode {
       });
     }
     this.#unanswered += items.length;
-    let call: Promise<unknown[]>;
-    try {
-      // Chunks are written back to back on one connection: still one round trip, but no call has more
-      // arguments than the client and Redis can take (a spread of 100k arguments throws a RangeError).
-      const chunks = this.client.isCluster
-        ? items.map((item) => [item])
-        : chunksOf(items, MAX_LOCKS_PER_CALL);
-      call = Promise.all(chunks.map((chunk) => this.#evalBatch(script, shared, chunk))).then((r) => r.flat());
-    } catch (error) {
-      call = Promise.reject(error);
-    }
-    // The backlog count is given back exactly once, whatever the call does.
-    return call
-      .then(
-        (replies): NodeReply =>
-          replies.length === items.length
-            ? { ok: true, replies }
+    // Chunks are written back to back on one connection: still one round trip, but no call has more
+    // arguments than the client and Redis can take (a spread of 100k arguments throws a RangeError). A
+    // Cluster answers each lock on its own (its keys may live on another shard): one that fails (a
+    // CROSSSLOT lock) fails alone, as an Error in its place, never the node's whole answer.
+    const chunks = this.client.isCluster ? items.map((item) => [item]) : chunksOf(items, MAX_LOCKS_PER_CALL);
+    const calls = chunks.map((chunk): Promise<{ replies: unknown[] } | { error: Error }> => {
+      let call: Promise<unknown[]>;
+      try {
+        call = this.#evalBatch(script, shared, chunk);
+      } catch (error) {
+        call = Promise.reject(error);
+      }
+      return call.then(
+        (replies) =>
+          replies.length === chunk.length
+            ? { replies }
             : {
-                ok: false,
                 error: new Error(
-                  `${this.label}: ${script.name} answered ${replies.length} of ${items.length}`,
+                  `${this.label}: ${script.name} answered ${replies.length} of ${chunk.length}`,
                 ),
               },
-        (error: unknown): NodeReply => ({ ok: false, error: asError(error) }),
-      )
-      .finally(() => {
-        this.#unanswered -= items.length;
-      });
+        (error: unknown) => ({ error: asError(error) }),
+      );
+    });
+    // Settled once every chunk answered, so the backlog count is given back exactly then.
+    return Promise.all(calls).then((answers): NodeReply => {
+      this.#unanswered -= items.length;
+      const errors = answers.flatMap((a) => ('error' in a ? [a.error] : []));
+      if (errors.length === answers.length) return { ok: false, error: errors[0] as Error };
+      const replies = answers.flatMap((a, c) =>
+        'error' in a ? (chunks[c] ?? []).map(() => a.error) : a.replies,
+      );
+      return { ok: true, replies };
+    });
   }
 
   /**

@@ -99,7 +99,9 @@ export const REDLOCK_DEFAULTS = {
 
 /** The command timeout a TTL gets when none is set: short enough for an extension to fail and be retried in time. */
 export function defaultCommandTimeoutMs(ttlMs: number): number {
-  return Math.max(1, Math.min(REDLOCK_DEFAULTS.commandTimeoutMs, Math.floor(ttlMs / 10)));
+  // A tenth of the TTL, at most 500 ms; for very short TTLs at least 10 ms while below a third of it.
+  const floor = Math.min(10, Math.floor((ttlMs - 1) / 3));
+  return Math.max(floor, Math.min(REDLOCK_DEFAULTS.commandTimeoutMs, Math.floor(ttlMs / 10)));
 }
 
 /**

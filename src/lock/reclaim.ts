@@ -50,7 +50,7 @@ export async function reclaimBatch(
   if (locks.length === 0) return [];
   const prefix = ctx.options.keyPrefix;
   // One TTL per call: the late locks of one batch share it (the Redlock's); the longest is used.
-  const ttlMs = Math.max(...locks.map((lock) => lock.ttlMs));
+  const ttlMs = locks.reduce((longest, lock) => Math.max(longest, lock.ttlMs), 0);
   const items = locks.map((lock) => {
     const k = keysOf(prefix, lock.key);
     return {
@@ -76,7 +76,7 @@ export async function reclaimBatch(
     // Not ours on a quorum: undo it wherever it may be ours (said so, failed, or not answered yet).
     replies.forEach((reply, j) => {
       const answer = reply?.ok ? reply.replies[i] : undefined;
-      if (answer === 1 || answer === undefined) undo[j]?.push(lock);
+      if (typeof answer !== 'number' || answer === 1) undo[j]?.push(lock);
     });
     return undefined;
   });

@@ -9,7 +9,7 @@ import {
   QuorumUnavailableError,
 } from '../errors.ts';
 import { defaultLogger } from '../observability/logger.ts';
-import { integer } from '../validate.ts';
+import { integer, MAX_REDIS_TTL_MS } from '../validate.ts';
 import { type AcquireVerdict, acquireBatch, toRefusal } from './acquire.ts';
 import {
   type AdoptOptions,
@@ -276,7 +276,10 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     locks: readonly Lock[],
     options: { ttlMs?: number; claimExpired?: boolean } = {},
   ): Promise<boolean[]> {
-    const markerTtl = integer('ttlMs', options.ttlMs ?? this.options.completionTtlMs, { min: 1 });
+    const markerTtl = integer('ttlMs', options.ttlMs ?? this.options.completionTtlMs, {
+      min: 1,
+      max: MAX_REDIS_TTL_MS,
+    });
     const held = locks.filter((lock) => lock.isHeld);
     const late = options.claimExpired ? locks.filter((lock) => !lock.isHeld && lock.expiredUnclaimed) : [];
     for (const lock of locks) this.#extender.untrack(lock);
@@ -305,12 +308,10 @@ export class Redlock extends EventEmitter<RedlockEvents> {
       completeLate(),
     ]);
     const ok = new Set<Lock>([...held.filter((_, i) => heldDone[i] === true), ...lateOk]);
+    for (const lock of lateOk) lock.markCompleted();
     // No marker on a quorum is not a lost lock: the work may well have run under it. The caller decides.
-    for (const lock of locks) {
-      if (ok.has(lock)) continue;
-      lock.markEnded('released');
-      lock.completionFailed();
-    }
+    // Only the locks this call ended change state (a second complete() leaves a completed lock alone).
+    for (const lock of held) if (!ok.has(lock)) lock.completionFailed();
     // Locks that were not marked are released best-effort so they do not linger.
     const rest = locks.filter((lock) => !ok.has(lock));
     if (rest.length > 0) await releaseBatch(this.#ctx, rest);
@@ -342,7 +343,7 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     const held = this.#extender.held();
     this.#extender.stop();
     for (const lock of held) {
-      lock.markLost('expired', 'redlock.quit(): no longer extended; it expires on the nodes after its TTL');
+      lock.markLost('expired', QUIT_DETAIL);
     }
     await Promise.all(
       this.nodes.map(async (node) => {
@@ -374,6 +375,8 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     );
     // Tracked even without auto-extension, so that loss at the end of validity is still signalled.
     this.#extender.track(lock);
+    // Granted while quit() ran: nothing will extend it or signal its end, so say so now, as quit() does.
+    if (this.#quitting) lock.markLost('expired', QUIT_DETAIL);
     return lock;
   }
 
@@ -425,6 +428,8 @@ function checkTargets(targets: readonly LockTarget[]): { key: string; idempotenc
     return { key, idempotencyKey };
   });
 }
+
+const QUIT_DETAIL = 'redlock.quit(): no longer extended; it expires on the nodes after its TTL';
 
 function refusalError(refusal: LockRefusal, quorum: number): Error {
   switch (refusal.reason) {

@@ -15,8 +15,8 @@ import { type MetricsServer, startMetricsServer } from '../observability/http.ts
 import { createLogger } from '../observability/logger.ts';
 import { createMetrics } from '../observability/metrics.ts';
 import { serializeError } from '../observability/serialize.ts';
-import { maxCompletionWindowMs, WORKER_DEFAULTS } from '../options.ts';
 import { checkHandoffSecret, HANDOFF_SECRET_MIN_LENGTH } from '../validate.ts';
+import { maxCompletionWindowMs, WORKER_DEFAULTS } from './options.ts';
 import { Worker } from './worker.ts';
 
 export const COMMAND = 'sqs-redlock-worker';

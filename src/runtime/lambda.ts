@@ -19,7 +19,7 @@ import {
   type ResolvedLambdaOptions,
   resolveLambdaOptions,
   WORKER_DEFAULTS,
-} from '../options.ts';
+} from './options.ts';
 import { type SettleContext, settleOutcomes } from './settle.ts';
 import { fifoGroupCheck } from './sqs-actions.ts';
 

@@ -6,8 +6,8 @@ import { acquireForHandoff, releaseHandoff } from '../lock/adopt.ts';
 import type { Redlock } from '../lock/redlock.ts';
 import { defaultLogger } from '../observability/logger.ts';
 import { serializeError } from '../observability/serialize.ts';
-import { SQS_TIMEOUT_RANGE_MS } from '../options.ts';
 import { checkHandoffSecret, integer, MAX_TIMER_MS } from '../validate.ts';
+import { SQS_TIMEOUT_RANGE_MS } from './options.ts';
 
 const HANDOFF_NAMES: readonly string[] = Object.values(LOCK_HANDOFF_ATTRIBUTES);
 /** SQS allows 10 message attributes per message. */

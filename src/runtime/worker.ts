@@ -7,9 +7,9 @@ import type { MessageOutcome } from '../handler/outcome.ts';
 import { type InFlightMessage, type PipelineDeps, runBatch } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
 import { serializeError } from '../observability/serialize.ts';
-import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from '../options.ts';
 import { quorumBackoffSec } from './backoff.ts';
 import { Heartbeat } from './heartbeat.ts';
+import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from './options.ts';
 import { resolveDeadLetterQueueUrl, type SettleContext, settleOutcomes } from './settle.ts';
 import {
   changeVisibility,

@@ -8,8 +8,8 @@ import {
   signLockHandoff,
   verifyLockHandoff,
 } from '../../src/handler/handoff.ts';
-import { resolveLambdaOptions } from '../../src/options.ts';
 import { parseConfig } from '../../src/runtime/cli.ts';
+import { resolveLambdaOptions } from '../../src/runtime/options.ts';
 
 const SECRET = 'unit-test-handoff-secret-0123456789abcdef';
 const HANDOFF = { key: 'order-1', value: 'owner-value-1', fencingToken: 42 };

@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { BaseHandler, ConfigError, createLogger, Redlock } from '../../src/index.ts';
 import { REDLOCK_DEFAULTS, resolveRedlockOptions } from '../../src/lock/options.ts';
-import { resolveWorkerOptions, WORKER_DEFAULTS } from '../../src/options.ts';
+import { resolveWorkerOptions, WORKER_DEFAULTS } from '../../src/runtime/options.ts';
 
 describe('resolveRedlockOptions', () => {
   it('applies every default', () => {
@@ -55,7 +55,8 @@ describe('resolveRedlockOptions', () => {
   it('derives the defaults that depend on the TTL, so a short TTL alone is valid', () => {
     expect(resolveRedlockOptions({ ttlMs: 1_000 }).commandTimeoutMs).toBe(100);
     expect(resolveRedlockOptions({ ttlMs: 30_000 }).commandTimeoutMs).toBe(500);
-    expect(resolveRedlockOptions({ ttlMs: 10 }).commandTimeoutMs).toBe(1);
+    expect(resolveRedlockOptions({ ttlMs: 10 }).commandTimeoutMs).toBe(3);
+    expect(resolveRedlockOptions({ ttlMs: 60 }).commandTimeoutMs).toBe(10);
     expect(resolveRedlockOptions({ ttlMs: 100_000_000 }).fencingTtlMs).toBe(200_000_000);
     // The reported case: new Redlock(clients, { ttlMs: 1000 }) threw on the fixed 500 ms default.
     const client = new Redis({ lazyConnect: true });

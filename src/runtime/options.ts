@@ -1,10 +1,17 @@
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
-import { ConfigError } from './errors.ts';
-import type { BaseHandler } from './handler/base-handler.ts';
-import type { Redlock } from './lock/redlock.ts';
-import { defaultLogger } from './observability/logger.ts';
-import { boolean, checkHandoffSecret, dropUndefined, integer, number } from './validate.ts';
+import { ConfigError } from '../errors.ts';
+import type { BaseHandler } from '../handler/base-handler.ts';
+import type { Redlock } from '../lock/redlock.ts';
+import { defaultLogger } from '../observability/logger.ts';
+import {
+  boolean,
+  checkHandoffSecret,
+  dropUndefined,
+  integer,
+  MAX_REDIS_TTL_MS,
+  number,
+} from '../validate.ts';
 
 // ---- Worker ----
 
@@ -205,7 +212,8 @@ export function resolveWorkerOptions<T>(options: WorkerOptions<T>): ResolvedWork
   integer('quorumProbeIntervalMs', o.quorumProbeIntervalMs, { min: 10 });
   boolean('logMessageBodies', o.logMessageBodies);
   if (o.handoffSecret !== undefined) checkHandoffSecret('handoffSecret', o.handoffSecret);
-  if (o.completionTtlMs !== undefined) integer('completionTtlMs', o.completionTtlMs, { min: 1 });
+  if (o.completionTtlMs !== undefined)
+    integer('completionTtlMs', o.completionTtlMs, { min: 1, max: MAX_REDIS_TTL_MS });
   const dlq = o.deadLetterQueueUrl;
   if (dlq !== undefined && dlq !== false && (typeof dlq !== 'string' || !/^https?:\/\/\S+$/.test(dlq))) {
     throw new ConfigError('deadLetterQueueUrl', dlq, 'must be a queue URL, false, or left out (discovered)');
@@ -388,7 +396,8 @@ export function resolveLambdaOptions(options: LambdaOptions): ResolvedLambdaOpti
     throw new ConfigError('deadLetterQueueUrl', dlq, 'must be a queue URL, false, or left out (discovered)');
   }
   integer('safetyMarginMs', o.safetyMarginMs, { min: 0, max: 900_000 });
-  if (o.completionTtlMs !== undefined) integer('completionTtlMs', o.completionTtlMs, { min: 1 });
+  if (o.completionTtlMs !== undefined)
+    integer('completionTtlMs', o.completionTtlMs, { min: 1, max: MAX_REDIS_TTL_MS });
   number('retryBaseSec', o.retryBaseSec, { min: 0, max: 43_200 });
   number('retryMaxSec', o.retryMaxSec, { min: 0, max: 43_200 });
   if (o.retryMaxSec < o.retryBaseSec) {
