@@ -465,8 +465,9 @@ async function runHandler<T>(
     );
     return { kind: 'lock_lost', ...common, error };
   }
-  if (result.status === 'error' && deps.shutdown.aborted) {
-    // It gave up for the shutdown (or failed after it): released and visible again at once.
+  if (result.status === 'error' && deps.shutdown.aborted && isAbortOf(result.error, deps.shutdown.reason)) {
+    // It gave up for the shutdown: released and visible again at once. Any other error after the
+    // deadline is a failure like any other (backoff, handler_error), so a failing handler cannot skip it.
     context.logger.warn('handler aborted by shutdown: lock released, the message made visible again');
     return { kind: 'aborted', ...common };
   }
@@ -480,6 +481,13 @@ async function runHandler<T>(
   }
   if (deps.shutdown.aborted) context.logger.warn('handler succeeded after the shutdown deadline: completed');
   return undefined;
+}
+
+/** Whether a handler's error is it giving up because `reason` aborted its signal (thrown as is, wrapped, or an AbortError). */
+function isAbortOf(error: unknown, reason: unknown): boolean {
+  if (error === reason) return true;
+  if (!(error instanceof Error)) return false;
+  return error.name === 'AbortError' || error.cause === reason;
 }
 
 type Settled = { status: 'ok' } | { status: 'error'; error: unknown };

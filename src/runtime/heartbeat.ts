@@ -1,4 +1,4 @@
-import type { SQSClient } from '@aws-sdk/client-sqs';
+import type { Message, SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
 import type { InFlightMessage } from '../handler/pipeline.ts';
 import { serializeError } from '../observability/serialize.ts';
@@ -34,6 +34,8 @@ export class Heartbeat {
   #timer: NodeJS.Timeout | undefined;
   /** Cuts the previous beat's call when the next beat starts (it is also bounded by sqsTimeoutMs). */
   #previousBeat: AbortController | undefined;
+  /** Beat calls on their way, with their messages: settling waits for them (see `settled`). */
+  readonly #pending = new Set<{ readonly messages: ReadonlySet<Message>; readonly done: Promise<void> }>();
 
   constructor(options: HeartbeatOptions) {
     this.#options = options;
@@ -53,6 +55,16 @@ export class Heartbeat {
     if (this.#messages.size === 0) this.stop();
   }
 
+  /**
+   * Resolves once no beat call that carries one of `messages` is on its way (each is bounded by the
+   * smaller of sqsTimeoutMs and the interval), so that a visibility change made after it is the last.
+   */
+  async settled(messages: readonly Message[]): Promise<void> {
+    const wanted = new Set(messages);
+    const calls = [...this.#pending].filter((p) => [...wanted].some((m) => p.messages.has(m)));
+    await Promise.all(calls.map((p) => p.done));
+  }
+
   /** Stops beating. A call in flight runs to its answer or its bound; its messages are done with anyway. */
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
@@ -66,7 +78,7 @@ export class Heartbeat {
     const beat = new AbortController();
     this.#previousBeat = beat;
     const messages = [...this.#messages];
-    changeVisibility(
+    const done = changeVisibility(
       sqs,
       queueUrl,
       messages.map((m) => ({ message: m.message, seconds: visibilityTimeoutSec })),
@@ -96,6 +108,9 @@ export class Heartbeat {
       })
       .finally(() => {
         if (this.#previousBeat === beat) this.#previousBeat = undefined;
+        this.#pending.delete(pending);
       });
+    const pending = { messages: new Set(messages.map((m) => m.message)), done };
+    this.#pending.add(pending);
   }
 }

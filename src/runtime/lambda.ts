@@ -137,6 +137,7 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
     records: readonly SQSRecord[],
     shutdown: AbortSignal,
     invocationLogger: Logger,
+    remainingMs: () => number,
   ): Promise<string[]> => {
     const logger = invocationLogger.child({ queueUrl });
     const messages = records.map(recordToMessage);
@@ -178,11 +179,16 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
         shutdown,
         Math.min(SHUTDOWN_GRACE_MS, o.safetyMarginMs / 4),
       );
-      const settler: SettleContext = {
+      // Settling must end before the function's timeout (a timed-out invocation redelivers the whole
+      // batch, poison already dead-lettered included): each of its two sequential SQS steps (dead-letter
+      // sends, then visibility backoffs) gets half of what is left, less a margin for the response.
+      const budgetMs = (): number =>
+        Math.max(50, Math.min(o.sqsTimeoutMs, Math.floor((remainingMs() - RESPONSE_MARGIN_MS) / 2)));
+      const settlerWith = (dlq: string | undefined, sqsTimeoutMs: number): SettleContext => ({
         sqs: o.sqs,
         queueUrl,
-        deadLetterQueueUrl: await deadLetterQueueUrl,
-        sqsTimeoutMs: o.sqsTimeoutMs,
+        deadLetterQueueUrl: dlq,
+        sqsTimeoutMs,
         backoff: o,
         logger,
         deleteAcked: false, // the event source mapping deletes what is not reported
@@ -191,7 +197,9 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
           logger.error(`SQS ${operation} failed`, { err: serializeError(error) });
           emit('sqs_error', { operation, error });
         },
-      };
+      });
+      const dlq = await withinMs(deadLetterQueueUrl, budgetMs());
+      const settler = settlerWith(dlq, budgetMs());
       const outcomes = [...ended.splice(0), ...(returned === ABANDONED ? [] : returned)];
       if (returned === ABANDONED) {
         // Reported as failures, their locks kept (extended while the container runs, expiring while it
@@ -205,8 +213,9 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
             lockKeys: still.map((m) => m.lock.key),
           },
         );
+        // Settled whenever it ends, outside any invocation's budget: the full sqsTimeoutMs per call.
         batch
-          .then((rest) => settleOutcomes(settler, [...ended.splice(0), ...rest]))
+          .then((rest) => settleOutcomes(settlerWith(dlq, o.sqsTimeoutMs), [...ended.splice(0), ...rest]))
           .catch((error: unknown) => {
             logger.error('an abandoned batch failed after the invocation returned', {
               err: serializeError(error),
@@ -246,7 +255,7 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
       }
       const failed = await Promise.all(
         [...byQueue].map(async ([queueUrl, group]) => {
-          if (queueUrl) return processQueue(queueUrl, group, deadline.signal, logger);
+          if (queueUrl) return processQueue(queueUrl, group, deadline.signal, logger, deadline.remainingMs);
           logger.error('no queue URL (eventSourceARN is not an SQS ARN): set the queueUrl option', {
             eventSourceARN: group[0]?.eventSourceARN,
             messageIds: group.map((r) => r.messageId),
@@ -265,6 +274,21 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
 
 /** How long handlers that honour their aborted signal may take to settle before the response. */
 const SHUTDOWN_GRACE_MS = 500;
+/** Kept free at the end of an invocation for the response itself. */
+const RESPONSE_MARGIN_MS = 200;
+
+/** `promise`'s value, or undefined once `ms` passed (the promise is left to settle on its own). */
+async function withinMs<V>(promise: Promise<V>, ms: number): Promise<V | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 const ABANDONED = Symbol('abandoned');
 
 /** `work`'s result, or ABANDONED if it still runs `graceMs` after `shutdown` aborted. */
@@ -305,16 +329,20 @@ function startDeadline(
   context: Context | undefined,
   safetyMarginMs: number,
   logger: Logger,
-): { signal: AbortSignal; clear(): void } {
+): { signal: AbortSignal; clear(): void; remainingMs(): number } {
   const controller = new AbortController();
-  const remaining =
-    typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : Number.NaN;
-  if (!Number.isFinite(remaining)) return { signal: controller.signal, clear: () => {} };
+  // Without getRemainingTimeInMillis (a local run), no deadline: the whole time is left.
+  const remainingMs = (): number =>
+    typeof context?.getRemainingTimeInMillis === 'function'
+      ? context.getRemainingTimeInMillis()
+      : Number.POSITIVE_INFINITY;
+  const remaining = remainingMs();
+  const none = { signal: controller.signal, clear: () => {}, remainingMs };
+  if (!Number.isFinite(remaining)) return none;
   const abort = (): void => {
     logger.warn('Lambda timeout near: aborting the signals of running handlers', {
       safetyMarginMs,
-      remainingMs:
-        typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : 0,
+      remainingMs: remainingMs(),
     });
     controller.abort(
       new ShutdownError(`Lambda timeout in ${safetyMarginMs} ms or less: handler aborted (safetyMarginMs)`),
@@ -323,10 +351,10 @@ function startDeadline(
   const budgetMs = remaining - safetyMarginMs;
   if (budgetMs <= 0) {
     abort();
-    return { signal: controller.signal, clear: () => {} };
+    return none;
   }
   const timer = setTimeout(abort, budgetMs);
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+  return { signal: controller.signal, clear: () => clearTimeout(timer), remainingMs };
 }
 
 const PARTITION_DOMAINS: Readonly<Record<string, string>> = {

@@ -29,6 +29,16 @@ export interface SettleContext {
   readonly deleteAcked: boolean;
   readonly emit: <K extends keyof WorkerEvents>(name: K, ...args: WorkerEvents[K]) => void;
   readonly onSqsError: (operation: string, error: unknown) => void;
+  /**
+   * Waits for visibility calls still on their way for these messages (the Worker's heartbeat): one
+   * applied after ours would replace a backoff, or a 0, with the full visibility timeout.
+   */
+  readonly beforeVisibility?: (messages: readonly Message[]) => Promise<void>;
+  /**
+   * Seconds before a message let go at once (skipped, aborted) becomes visible: 0, unless a receive of
+   * the runtime's own is still open while it stops (that receive would only take it back).
+   */
+  readonly releaseDelaySec?: (message: Message) => number;
 }
 
 export interface Settlement {
@@ -114,7 +124,7 @@ export async function settleOutcomes(
         }
         case 'skipped':
         case 'aborted': {
-          retain(message, 0);
+          retain(message, ctx.releaseDelaySec?.(message) ?? 0);
           const reason = outcome.kind === 'skipped' ? outcome.reason : 'shutdown';
           events.push(() => ctx.emit('message_released', { messageId, lockKey: outcome.lockKey, reason }));
           return;
@@ -134,7 +144,10 @@ export async function settleOutcomes(
     ctx.deleteAcked
       ? deleteMessages(ctx.sqs, ctx.queueUrl, acked, { timeoutMs: ctx.sqsTimeoutMs })
       : undefined,
-    changeVisibility(ctx.sqs, ctx.queueUrl, toDelay, { timeoutMs: ctx.sqsTimeoutMs }),
+    (async () => {
+      if (toDelay.length > 0) await ctx.beforeVisibility?.(toDelay.map((d) => d.message));
+      return changeVisibility(ctx.sqs, ctx.queueUrl, toDelay, { timeoutMs: ctx.sqsTimeoutMs });
+    })(),
   ]);
   for (const error of deleted?.errors ?? []) ctx.onSqsError('delete', error);
   for (const error of delayed.errors) ctx.onSqsError('change_visibility', error);

@@ -45,6 +45,10 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   #receiveGate: { readonly closed: Promise<void>; readonly open: () => void } | undefined;
   /** Some message was put back (not deleted) while paused or stopping: an aborted poll could swallow it. */
   #letGoWhileNotRunning = false;
+  /** While stopping: when the receives left open will have answered (at the latest). */
+  #receivesDue = Number.POSITIVE_INFINITY;
+  /** Let go while stopping with a receive of ours open: visible only after it, then made visible at once. */
+  readonly #heldBack = new Set<Message>();
   readonly #pipeline: PipelineDeps<T>;
   readonly #settler: SettleContext;
   /** Warns once when a message of a FIFO queue arrives without its MessageGroupId. */
@@ -111,6 +115,8 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         }
       },
       onSqsError: (operation, error) => this.#sqsError(operation, error),
+      beforeVisibility: (messages) => this.#heartbeat.settled(messages),
+      releaseDelaySec: (message) => this.#releaseDelaySec(message),
     };
   }
 
@@ -168,6 +174,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     this.#state = 'stopping';
     this.#closeReceiveGate();
     const receivesDue = performance.now() + this.options.waitTimeSeconds * 1000 + RECEIVE_MARGIN_MS;
+    this.#receivesDue = receivesDue;
     // Nothing in flight: nothing this worker lets go can fall into an aborted poll, so end it now.
     if (this.#batches.size === 0) this.#endPolling();
     if (!(await this.#drain(timeoutMs))) {
@@ -190,10 +197,36 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     if (this.#batches.size > 0 || this.#letGoWhileNotRunning) await this.#receivesReturned(receivesDue);
     this.#endPolling();
     await Promise.allSettled([...this.#lettingGo]);
+    await this.#releaseHeldBack();
     // Abandoned handlers still need their visibility extended; the heartbeat stops by itself after them.
     if (this.#batches.size === 0) this.#heartbeat.stop();
     this.#state = 'stopped';
     this.emit('stopped');
+  }
+
+  /**
+   * Seconds a message let go now stays invisible: while stopping with a receive of ours still open,
+   * until that receive is due (it would take the message back, one more receive toward
+   * maxReceiveCount each time); it is made visible at once after (#releaseHeldBack). Otherwise 0.
+   */
+  #releaseDelaySec(message: Message): number {
+    if (this.#state !== 'stopping' || this.#receiving.size === 0) return 0;
+    this.#heldBack.add(message);
+    return Math.max(1, Math.ceil((this.#receivesDue - performance.now()) / 1000));
+  }
+
+  /** Makes what was held back while receives were open visible, now that none is. */
+  async #releaseHeldBack(): Promise<void> {
+    if (this.#heldBack.size === 0) return;
+    const messages = [...this.#heldBack];
+    this.#heldBack.clear();
+    const { errors } = await changeVisibility(
+      this.options.sqs,
+      this.options.queueUrl,
+      messages.map((message) => ({ message, seconds: 0 })),
+      { timeoutMs: this.options.sqsTimeoutMs },
+    );
+    for (const error of errors) this.#sqsError('change_visibility', error);
   }
 
   /** Waits until no ReceiveMessage is open, or `due` (a receive answers within waitTimeSeconds). */
@@ -210,6 +243,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   /** Ends every poll loop for good: an open receive is aborted, a held-back poll sends nothing. */
   #endPolling(): void {
     for (const consumer of this.#consumers) consumer.stop({ abort: true });
+    this.#receiving.clear(); // ended: none of them can take a message back any more
     this.#openReceiveGate();
   }
 
@@ -292,21 +326,20 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   #letGo(messages: readonly Message[]): Promise<void> {
     const o = this.options;
     const paused = this.#state === 'paused';
-    const seconds = paused ? quorumBackoffSec(o.quorumBackoffSec, o.retryMaxSec) : 0;
+    const backoff = paused ? quorumBackoffSec(o.quorumBackoffSec, o.retryMaxSec) : 0;
+    const entries = messages.map((message) => ({
+      message,
+      seconds: paused ? backoff : this.#releaseDelaySec(message),
+    }));
     this.#letGoWhileNotRunning = true;
     const letGo = (async () => {
-      const { errors } = await changeVisibility(
-        o.sqs,
-        o.queueUrl,
-        messages.map((message) => ({ message, seconds })),
-        { timeoutMs: o.sqsTimeoutMs },
-      );
+      const { errors } = await changeVisibility(o.sqs, o.queueUrl, entries, { timeoutMs: o.sqsTimeoutMs });
       for (const error of errors) this.#sqsError('change_visibility', error);
       this.#logger.info(
         paused ? 'received while paused: put back, not run' : 'received while stopping: put back, not run',
         {
           messageIds: messages.map((m) => m.MessageId),
-          visibleInSec: seconds,
+          visibleInSec: Math.max(...entries.map((e) => e.seconds)),
         },
       );
     })();
