@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CLI_VARIABLES } from '../src/runtime/cli.ts';
+import { inheritedEnv } from '../test/helpers/cli.ts';
 import type { ChaosLine } from './handler.ts';
 
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -34,20 +34,7 @@ export type WorkerState = 'starting' | 'running' | 'frozen' | 'stopping' | 'exit
 
 /** The inherited environment without any variable the CLI reads, so the run's own settings rule. */
 function cleanEnv(): Record<string, string> {
-  const ours = new Set([
-    ...CLI_VARIABLES.map((v) => v.name),
-    'AWS_ENDPOINT_URL',
-    'AWS_PROFILE',
-    'AWS_DEFAULT_REGION',
-    'AWS_CONFIG_FILE',
-    'AWS_SHARED_CREDENTIALS_FILE',
-    'AWS_SESSION_TOKEN',
-  ]);
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value !== undefined && !ours.has(key) && !key.startsWith('CHAOS_')) env[key] = value;
-  }
-  return env;
+  return inheritedEnv({ dropPrefix: 'CHAOS_' });
 }
 
 export class ChaosWorker {

@@ -123,3 +123,27 @@ export class VisibilityLostError extends SqsRedlockWorkerError {
 export class ShutdownError extends SqsRedlockWorkerError {
   override readonly name = 'ShutdownError';
 }
+
+/** One entry of an SQS batch call refused by SQS (the call itself succeeded), with its code. */
+export class SqsEntryError extends SqsRedlockWorkerError {
+  override readonly name = 'SqsEntryError';
+  readonly operation: string;
+  readonly messageId: string | undefined;
+  /** SQS's code for the entry, e.g. ReceiptHandleIsInvalid, InternalError. */
+  readonly code: string;
+  /** True when SQS blames the request (a retry would fail the same way). */
+  readonly senderFault: boolean;
+
+  constructor(
+    operation: string,
+    entry: { messageId: string | undefined; code: string; senderFault: boolean; detail?: string | undefined },
+  ) {
+    super(
+      `SQS ${operation} refused message ${entry.messageId}: ${entry.code}${entry.detail ? ` (${entry.detail})` : ''}`,
+    );
+    this.operation = operation;
+    this.messageId = entry.messageId;
+    this.code = entry.code;
+    this.senderFault = entry.senderFault;
+  }
+}

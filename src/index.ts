@@ -7,6 +7,7 @@ export {
   type LockLostReason,
   QuorumUnavailableError,
   ShutdownError,
+  SqsEntryError,
   SqsRedlockWorkerError,
   VisibilityLostError,
 } from './errors.ts';

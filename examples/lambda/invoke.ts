@@ -127,7 +127,15 @@ async function main(): Promise<void> {
     for (;;) {
       const { event } = await receiveEvent(sqs, queueUrl);
       if (event.Records.length === 0) break;
-      const response = await handler(event, lambdaContext(timeoutMs));
+      let response: SQSBatchResponse;
+      try {
+        response = await handler(event, lambdaContext(timeoutMs));
+      } catch (error) {
+        // A failed invocation (no Redis quorum for any record): like Lambda, delete nothing; the
+        // records come back after the backoff the handler gave them.
+        console.error(`invocation failed, nothing deleted: ${String(error)}`);
+        continue;
+      }
       const deleted = await deleteSucceeded(sqs, queueUrl, event, response);
       console.log(
         `invocation: ${event.Records.length} records, ${deleted} deleted, batchItemFailures: ${JSON.stringify(response.batchItemFailures)}`,

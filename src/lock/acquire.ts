@@ -164,7 +164,7 @@ export async function acquireBatch(
     }
     return verdict;
   });
-  rollback(ctx, undo);
+  rollback(ctx, undo, ttlMs);
   // A node answering after the decision: undo what it granted of the refused keys (or all of them if
   // it failed or timed out: its call may still run). In the healthy case it answers 'done' too: no call.
   const refused = requests.filter((_, i) => verdicts[i]?.kind !== 'granted');

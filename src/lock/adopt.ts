@@ -206,7 +206,7 @@ export async function adoptBatch(
       for (const j of swapped) undo[j]?.push({ key: request.key, value: request.newValue });
     return verdict;
   });
-  rollback(ctx, undo);
+  rollback(ctx, undo, ttlMs);
   return verdicts;
 }
 
@@ -427,5 +427,7 @@ export async function acquireForHandoff(
 
 /** Releases a handoff that was never handed over (owner-checked, time-bounded, never throws). */
 export async function releaseHandoff(redlock: Redlock, handoff: LockRef): Promise<void> {
-  await releaseBatch(contextOf(redlock), [{ key: handoff.key, value: handoff.value }]);
+  const ttlMs =
+    'ttlMs' in handoff && typeof handoff.ttlMs === 'number' ? handoff.ttlMs : redlock.options.ttlMs;
+  await releaseBatch(contextOf(redlock), [{ key: handoff.key, value: handoff.value }], ttlMs);
 }

@@ -47,9 +47,20 @@ export class RedisNode {
   readonly client: RedisClient;
   readonly label: string;
   readonly #timeouts: NodeTimeouts;
-  /** True once the first connection attempt succeeded or failed: from then on only `ready` is waited for by nobody. */
+  /**
+   * True once the client has been ready, or its first connection attempt failed: from then on a client
+   * that is not ready counts as a "no" at once (a reconnect is not a cold start).
+   */
   #firstAttemptSettled: boolean;
   #firstAttempt: Promise<void> | undefined;
+  /** Releases waiting for the client to connect again (see sendWhenReconnected), and their lock count. */
+  #afterReconnect: {
+    script: LuaScript;
+    shared: readonly (string | number)[];
+    items: readonly ScriptItem[];
+    until: number;
+  }[] = [];
+  #afterReconnectLocks = 0;
   /** Locks in calls sent to this node and not answered yet. */
   #unanswered = 0;
 
@@ -58,6 +69,12 @@ export class RedisNode {
     this.label = labelOf(client, index);
     this.#timeouts = timeouts;
     this.#firstAttemptSettled = client.status === 'ready' || client.status === 'end';
+    // Ready once is connected once, used or not: its first reconnect is no cold start to wait for.
+    if (!this.#firstAttemptSettled) {
+      client.once('ready', () => {
+        this.#firstAttemptSettled = true;
+      });
+    }
   }
 
   /** Locks in calls sent to this node and not answered yet: grows only while it is slow or not answering. */
@@ -165,6 +182,71 @@ export class RedisNode {
         `${this.label}: ${script.name} got no answer within ${this.#timeouts.commandTimeoutMs} ms`,
       ),
     };
+  }
+
+  /**
+   * Resolves true once the client is ready (at once if it is), false if it ended or `signal` aborted
+   * first. A client that is reconnecting is waited for through its failed attempts; a lazy client that
+   * never connected is told to. Never rejects.
+   */
+  whenReady(signal: AbortSignal): Promise<boolean> {
+    const client = this.client;
+    if (client.status === 'ready') return Promise.resolve(true);
+    if (client.status === 'end' || signal.aborted) return Promise.resolve(false);
+    if (client.status === 'wait') client.connect().catch(() => undefined);
+    return new Promise<boolean>((resolve) => {
+      const settle = (ready: boolean): void => {
+        client.off('ready', onReady);
+        client.off('end', onEnd);
+        signal.removeEventListener('abort', onAbort);
+        resolve(ready);
+      };
+      const onReady = (): void => settle(true);
+      const onEnd = (): void => settle(false);
+      const onAbort = (): void => settle(client.status === 'ready');
+      client.on('ready', onReady);
+      client.on('end', onEnd);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Not connected now, after it was once: its client reconnects (and may resend what was unanswered). */
+  get isReconnecting(): boolean {
+    const status = this.client.status;
+    return this.#firstAttemptSettled && status !== 'ready' && status !== 'end';
+  }
+
+  /**
+   * Sends `script` once the client is connected again, if that happens within `withinMs`; fire and
+   * forget. For releases: ioredis resends, on reconnecting, the calls the node never answered (an
+   * acquire decided without it), before it emits 'ready'; a release sent on 'ready' queues behind them
+   * and undoes them, instead of leaving a lock nobody owns until its TTL. At most MAX_UNANSWERED_LOCKS
+   * locks wait (past that, the locks are left to their TTL).
+   */
+  sendWhenReconnected(
+    script: LuaScript,
+    shared: readonly (string | number)[],
+    items: readonly ScriptItem[],
+    withinMs: number,
+  ): void {
+    if (items.length === 0 || withinMs <= 0) return;
+    if (this.#afterReconnectLocks + items.length > MAX_UNANSWERED_LOCKS) return;
+    this.#afterReconnect.push({ script, shared, items, until: performance.now() + withinMs });
+    this.#afterReconnectLocks += items.length;
+    if (this.#afterReconnect.length > 1) return;
+    const client = this.client;
+    const flush = (): void => {
+      client.off('ready', flush);
+      client.off('end', flush);
+      const due = this.#afterReconnect;
+      this.#afterReconnect = [];
+      this.#afterReconnectLocks = 0;
+      if (client.status !== 'ready') return;
+      const now = performance.now();
+      for (const call of due) if (call.until > now) void this.run(call.script, call.shared, call.items);
+    };
+    client.on('ready', flush);
+    client.on('end', flush);
   }
 
   /** PING within the command timeout; for health checks. */

@@ -80,6 +80,6 @@ export async function reclaimBatch(
     });
     return undefined;
   });
-  rollback(ctx, undo);
+  rollback(ctx, undo, ttlMs);
   return deadlines;
 }

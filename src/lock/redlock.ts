@@ -9,7 +9,7 @@ import {
   QuorumUnavailableError,
 } from '../errors.ts';
 import { defaultLogger } from '../observability/logger.ts';
-import { integer, MAX_REDIS_TTL_MS } from '../validate.ts';
+import { integer, MAX_REDIS_TTL_MS, MAX_TIMER_MS } from '../validate.ts';
 import { type AcquireVerdict, acquireBatch, toRefusal } from './acquire.ts';
 import {
   type AdoptOptions,
@@ -33,6 +33,7 @@ import {
   type ResolvedRedlockOptions,
   resolveRedlockOptions,
 } from './options.ts';
+import { probeWrites } from './probe.ts';
 import { quorumOf, validityMs, withJitter } from './quorum.ts';
 import { reclaimBatch } from './reclaim.ts';
 import { releaseBatch } from './release.ts';
@@ -85,6 +86,17 @@ export interface RedlockEvents {
 }
 
 export interface QuorumStatus {
+  /** A quorum of nodes accepted the probe's write. */
+  readonly available: boolean;
+  readonly up: readonly string[];
+  readonly down: readonly string[];
+  /** Per node that is down, why (its error, a timeout, not connected). */
+  readonly errors?: Readonly<Record<string, string>>;
+}
+
+/** Which nodes' clients are connected (ready), as {@link Redlock.whenConnected} answers. */
+export interface ConnectionStatus {
+  /** A quorum of clients is connected. */
   readonly available: boolean;
   readonly up: readonly string[];
   readonly down: readonly string[];
@@ -104,6 +116,8 @@ export class Redlock extends EventEmitter<RedlockEvents> {
   readonly #engine: LockEngine;
   readonly #logger: Logger;
   #quitting = false;
+  /** This instance's write-probe key: concurrent probes of several workers never share a key. */
+  readonly #probeKey: string;
 
   constructor(clients: readonly RedisClient[], options: RedlockOptions = {}) {
     super();
@@ -132,6 +146,7 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     this.quorum = quorumOf(this.nodes.length);
     const now = (): number => performance.now();
     this.#ctx = { nodes: this.nodes, quorum: this.quorum, options: this.options, now };
+    this.#probeKey = `${this.options.keyPrefix}{probe}:${randomUUID()}`;
     this.#engine = {
       extendLocks: (locks) => this.#extendLocks(locks),
       releaseLocks: (locks) => this.releaseMany(locks),
@@ -258,7 +273,7 @@ export class Redlock extends EventEmitter<RedlockEvents> {
       this.#extender.untrack(lock);
     }
     // Every Redis failure becomes a node's "no" inside releaseBatch: nothing to catch here.
-    if (locks.length > 0) await releaseBatch(this.#ctx, locks);
+    if (locks.length > 0) await releaseBatch(this.#ctx, locks, longestTtl(locks));
   }
 
   /**
@@ -314,16 +329,58 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     for (const lock of held) if (!ok.has(lock)) lock.completionFailed();
     // Locks that were not marked are released best-effort so they do not linger.
     const rest = locks.filter((lock) => !ok.has(lock));
-    if (rest.length > 0) await releaseBatch(this.#ctx, rest);
+    if (rest.length > 0) await releaseBatch(this.#ctx, rest, longestTtl(rest));
     return locks.map((lock) => ok.has(lock));
   }
 
-  /** PINGs every node within the command timeout. */
+  /**
+   * Whether a quorum accepts writes now: a short-TTL key is written on every node through the lock's
+   * own script path (src/lock/probe.ts), one round trip each, within the command timeout. A node that
+   * answers PING but refuses writes (a read-only replica, MISCONF, OOM, NOREPLICAS, an ACL without
+   * EVALSHA) counts as down, with its error in `errors`.
+   */
   async quorumStatus(): Promise<QuorumStatus> {
-    const answers = await Promise.all(this.nodes.map((node) => node.ping()));
-    const up = this.nodes.filter((_, i) => answers[i]).map((n) => n.label);
-    const down = this.nodes.filter((_, i) => !answers[i]).map((n) => n.label);
-    return { available: up.length >= this.quorum, up, down };
+    const answers = await probeWrites(this.#ctx, this.#probeKey);
+    const up = answers.filter((a) => a.up).map((a) => a.node);
+    const down = answers.filter((a) => !a.up).map((a) => a.node);
+    const errors = Object.fromEntries(answers.flatMap((a) => (a.up ? [] : [[a.node, a.error ?? 'down']])));
+    return { available: up.length >= this.quorum, up, down, errors };
+  }
+
+  /**
+   * Waits, at most `maxMs`, until a quorum of nodes is connected, and answers which are (`available`:
+   * a quorum is). For clients that are reconnecting (after Redis closed idle connections, as when a
+   * Lambda container thaws), which every operation refuses at once: call it before work that should
+   * not fail for a reconnect. At once when a quorum is connected already, or can no longer be (clients
+   * that ended). Sends nothing; throws only a ConfigError for a bad `maxMs`.
+   */
+  async whenConnected(maxMs: number): Promise<ConnectionStatus> {
+    integer('maxMs', maxMs, { min: 0, max: MAX_TIMER_MS });
+    const status = (): ConnectionStatus => {
+      const up = this.nodes.filter((node) => node.isReady).map((node) => node.label);
+      const down = this.nodes.filter((node) => !node.isReady).map((node) => node.label);
+      return { available: up.length >= this.quorum, up, down };
+    };
+    const waiting = this.nodes.filter((node) => !node.isReady);
+    if (this.nodes.length - waiting.length >= this.quorum || maxMs === 0) return status();
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), maxMs);
+    timer.unref();
+    let ready = this.nodes.length - waiting.length;
+    let undecided = waiting.length;
+    await new Promise<void>((resolve) => {
+      stop.signal.addEventListener('abort', () => resolve(), { once: true });
+      for (const node of waiting) {
+        void node.whenReady(stop.signal).then((isReady) => {
+          if (isReady) ready++;
+          undecided--;
+          if (ready >= this.quorum || ready + undecided < this.quorum) stop.abort();
+        });
+      }
+    });
+    clearTimeout(timer);
+    stop.abort();
+    return status();
   }
 
   /** Locks currently held and auto-extended by this instance. */
@@ -427,6 +484,11 @@ function checkTargets(targets: readonly LockTarget[]): { key: string; idempotenc
     }
     return { key, idempotencyKey };
   });
+}
+
+/** The longest TTL among `locks`: how long a release to a reconnecting node is still worth sending. */
+function longestTtl(locks: readonly Lock[]): number {
+  return locks.reduce((longest, lock) => Math.max(longest, lock.ttlMs), 0);
 }
 
 const QUIT_DETAIL = 'redlock.quit(): no longer extended; it expires on the nodes after its TTL';

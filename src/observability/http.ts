@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'winston';
 import type { QuorumStatus } from '../lock/redlock.ts';
-import type { WorkerState } from '../runtime/worker.ts';
+import type { PollHealth, WorkerState } from '../runtime/worker.ts';
 import { serializeError } from './serialize.ts';
 
 export interface MetricsServerOptions {
@@ -16,10 +16,16 @@ export interface MetricsServerOptions {
   host?: string;
   /** Served on `/metrics`. */
   registry: Registry;
-  /** `/readyz` requires `state === 'running'`. */
-  worker: { readonly state: WorkerState };
-  /** `/readyz` requires `quorumStatus().available`. */
+  /** `/readyz` requires `state === 'running'`, and receives that answer (`pollHealth`, when given). */
+  worker: ReadinessWorker;
+  /** `/readyz` requires `quorumStatus().available`: a quorum that accepts writes. */
   redlock: { quorumStatus(): Promise<QuorumStatus> };
+  /**
+   * How long one `quorumStatus()` round serves `/readyz`, in ms: probes cost a write on every node, so
+   * frequent or concurrent requests share one round instead of sending one each.
+   * @defaultValue 1000
+   */
+  quorumCacheMs?: number;
   /** For failures of the server itself (a scrape that threw). */
   logger?: Logger;
 }
@@ -33,13 +39,25 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** What `/readyz` reads of the worker. */
+export interface ReadinessWorker {
+  readonly state: WorkerState;
+  readonly pollHealth?: PollHealth;
+}
+
 /** Body of `/readyz`. */
 export interface Readiness {
   readonly ready: boolean;
   /** Why not ready; absent when ready. */
   readonly reason?: string;
   readonly state: WorkerState;
-  readonly redis?: { readonly up: readonly string[]; readonly down: readonly string[] };
+  readonly redis?: {
+    readonly up: readonly string[];
+    readonly down: readonly string[];
+    readonly errors?: Readonly<Record<string, string>>;
+  };
+  /** Present when the poll loops are not healthy. */
+  readonly polling?: PollHealth;
 }
 
 const CLOSE_GRACE_MS = 1_000;
@@ -48,11 +66,14 @@ const CLOSE_GRACE_MS = 1_000;
  * A plain node:http server for operators:
  * - `GET /metrics`: the registry in Prometheus text format;
  * - `GET /healthz`: 200 `ok` while the process serves requests (liveness);
- * - `GET /readyz`: 200 when the worker is polling and a Redis quorum answers PING, otherwise 503;
- *   the JSON body says why (readiness).
+ * - `GET /readyz`: 200 when the worker is polling, its receives answer, and a quorum of Redis nodes
+ *   accepts writes (a probe round cached for `quorumCacheMs`), otherwise 503; the JSON body says why
+ *   (readiness). It names the Redis nodes (host:port), as `/metrics` does: bind it where only
+ *   operators reach it (`host`).
  */
 export async function startMetricsServer(options: MetricsServerOptions): Promise<MetricsServer> {
-  const { registry, worker, redlock, logger } = options;
+  const { registry, worker, logger } = options;
+  const redlock = cachedQuorumStatus(options.redlock, options.quorumCacheMs ?? 1_000);
 
   const server = createServer((req, res) => {
     void route(req, res).catch((error: unknown) => {
@@ -129,9 +150,40 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
   return { port, server, close };
 }
 
-/** Ready: the worker is polling (not idle, paused, stopping or stopped) and a Redis quorum answers. */
+/**
+ * One `quorumStatus()` round shared by every caller until it is `maxAgeMs` old (counted from its
+ * answer); callers meanwhile, concurrent ones included, get the same promise.
+ */
+export function cachedQuorumStatus(
+  redlock: { quorumStatus(): Promise<QuorumStatus> },
+  maxAgeMs: number,
+): { quorumStatus(): Promise<QuorumStatus> } {
+  let cached: { answeredAt: number | undefined; status: Promise<QuorumStatus> } | undefined;
+  return {
+    quorumStatus() {
+      const now = performance.now();
+      if (!cached || (cached.answeredAt !== undefined && now - cached.answeredAt >= maxAgeMs)) {
+        const entry: { answeredAt: number | undefined; status: Promise<QuorumStatus> } = {
+          answeredAt: undefined,
+          status: redlock.quorumStatus(),
+        };
+        const answered = (): void => {
+          entry.answeredAt = performance.now();
+        };
+        entry.status.then(answered, answered);
+        cached = entry;
+      }
+      return cached.status;
+    },
+  };
+}
+
+/**
+ * Ready: the worker is polling (not idle, paused, stopping or stopped), its receives answer (none
+ * failing, none stuck) and a quorum of Redis nodes accepts writes.
+ */
 export async function checkReadiness(
-  worker: { readonly state: WorkerState },
+  worker: ReadinessWorker,
   redlock: { quorumStatus(): Promise<QuorumStatus> },
 ): Promise<Readiness> {
   const state = worker.state;
@@ -139,13 +191,30 @@ export async function checkReadiness(
     const reason = state === 'paused' ? 'polling paused: no Redis quorum' : `worker is ${state}`;
     return { ready: false, reason, state };
   }
+  const polling = worker.pollHealth;
+  if (polling && polling.failingReceives > 0) {
+    return {
+      ready: false,
+      reason: `ReceiveMessage fails: ${polling.lastReceiveError ?? 'error'}`,
+      state,
+      polling,
+    };
+  }
+  if (polling && polling.stuckPollers > 0) {
+    return {
+      ready: false,
+      reason: `${polling.stuckPollers} ReceiveMessage call(s) open far past waitTimeSeconds`,
+      state,
+      polling,
+    };
+  }
   let status: QuorumStatus;
   try {
     status = await redlock.quorumStatus();
   } catch (error) {
     return { ready: false, reason: `quorum check failed: ${(error as Error)?.message ?? error}`, state };
   }
-  const redis = { up: status.up, down: status.down };
+  const redis = { up: status.up, down: status.down, ...(status.errors ? { errors: status.errors } : {}) };
   if (!status.available) return { ready: false, reason: 'no Redis quorum', state, redis };
   return { ready: true, state, redis };
 }

@@ -71,9 +71,17 @@ export interface Metrics {
   readonly lockAcquireSeconds: Histogram;
   /** `sqs_redlock_handler_seconds`: handler time of each processed message. */
   readonly handlerSeconds: Histogram;
-  /** `sqs_redlock_locks_lost_total{reason}`: held locks lost (Redlock `lock_lost` events). */
+  /**
+   * `sqs_redlock_locks_lost_total{reason}`: held locks lost (Redlock `lock_lost` events). A lock that
+   * only expired is counted once its message settled otherwise than processed (a late success that was
+   * taken back and completed is no loss), or after {@link EXPIRED_LOSS_WAIT_MS} if no message of the
+   * worker settles under it.
+   */
   readonly locksLost: Counter<'reason'>;
-  /** `sqs_redlock_sqs_errors_total{operation}`: failed SQS calls. */
+  /**
+   * `sqs_redlock_sqs_errors_total{operation}`: failed SQS calls and refused batch entries (`receive`,
+   * `delete`, `change_visibility`, `heartbeat_visibility`, `dead_letter`).
+   */
   readonly sqsErrors: Counter<'operation'>;
   /** `sqs_redlock_redis_nodes_up`: nodes answering PING, on scrape. */
   readonly redisNodesUp: Gauge;
@@ -146,13 +154,17 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   });
   const locksLost = new Counter({
     name: 'sqs_redlock_locks_lost_total',
-    help: 'Held locks lost before they were released or completed, by reason (expired, not_owner).',
+    help: 'Held locks lost before they were released or completed, by reason (expired, not_owner); a late success taken back and completed is not counted.',
     labelNames: ['reason'] as const,
     registers,
+    collect() {
+      losses.flushStale();
+    },
   });
+  const losses = new LossLedger((reason) => locksLost.inc({ reason }));
   const sqsErrors = new Counter({
     name: 'sqs_redlock_sqs_errors_total',
-    help: 'Failed SQS calls, by operation.',
+    help: 'Failed SQS calls and batch entries SQS refused, by operation (receive, delete, change_visibility, heartbeat_visibility, dead_letter).',
     labelNames: ['operation'] as const,
     registers,
   });
@@ -228,11 +240,22 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     listen('batch_locked', ({ durationMs }) => lockAcquireSeconds.observe(durationMs / 1000));
 
     if (redlock) {
-      const onLost = ({ error }: RedlockEvents['lock_lost'][0]): void => {
-        locksLost.inc({ reason: error?.reason ?? 'unknown' });
+      const onLost = ({ key, fencingToken, error }: RedlockEvents['lock_lost'][0]): void => {
+        losses.lost(key, fencingToken, error?.reason ?? 'unknown');
       };
       redlock.on('lock_lost', onLost);
       undo.push(() => redlock.off('lock_lost', onLost));
+      // A message's outcome tells whether an expired lock was taken back and completed after all.
+      listen('message_processed', ({ lockKey, fencingToken }) => losses.completed(lockKey, fencingToken));
+      listen('lock_lost', ({ lockKey, fencingToken, error }) =>
+        losses.settled(
+          lockKey,
+          fencingToken,
+          (error as { reason?: string } | undefined)?.reason ?? 'unknown',
+        ),
+      );
+      listen('handler_error', ({ lockKey, fencingToken }) => losses.settled(lockKey, fencingToken));
+      listen('message_released', ({ lockKey }) => losses.settled(lockKey));
     }
 
     let attached = true;
@@ -259,4 +282,92 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     pollingPaused,
     attach,
   };
+}
+
+/**
+ * How long an expired lock whose message never settled is left uncounted: its holder may still
+ * succeed late and complete it. Past this, it is counted (a lock of your own on the same Redlock).
+ */
+export const EXPIRED_LOSS_WAIT_MS = 15 * 60_000;
+/** Bounds the memory of the losses waiting for their message's outcome, and of those counted. */
+const MAX_TRACKED_LOSSES = 10_000;
+
+/**
+ * Counts each lost lock once: a loss for any reason but expiry at once; an expiry when its message's
+ * outcome shows it was not completed (a late success that no one claimed is taken back and completed:
+ * no loss). A worker `lock_lost` that the Redlock never reported is counted too.
+ */
+class LossLedger {
+  readonly #count: (reason: string) => void;
+  /** Expired locks waiting for their message's outcome, by `key\ntoken`. */
+  readonly #expired = new Map<
+    string,
+    { readonly key: string; readonly reason: string; readonly at: number }
+  >();
+  /** Losses already counted, so the other report of the same loss is not counted again. */
+  readonly #counted = new Set<string>();
+
+  constructor(count: (reason: string) => void) {
+    this.#count = count;
+  }
+
+  /** The Redlock reported the lock lost. */
+  lost(key: string, fencingToken: number, reason: string): void {
+    const id = lossId(key, fencingToken);
+    if (this.#counted.has(id) || this.#expired.has(id)) return;
+    if (reason !== 'expired') {
+      this.#countNow(id, reason);
+      return;
+    }
+    this.#expired.set(id, { key, reason, at: performance.now() });
+    if (this.#expired.size > MAX_TRACKED_LOSSES) {
+      const [oldest] = this.#expired.keys();
+      if (oldest !== undefined) this.#countExpired(oldest);
+    }
+  }
+
+  /** The message was processed under this lock: an expiry of it was no loss. */
+  completed(key: string, fencingToken: number): void {
+    this.#expired.delete(lossId(key, fencingToken));
+  }
+
+  /**
+   * The message settled otherwise (failed, lost, released): an expiry of its lock counts now; with
+   * `reason` (a worker `lock_lost`), so does a loss the Redlock did not report.
+   */
+  settled(key: string, fencingToken?: number, reason?: string): void {
+    if (fencingToken === undefined) {
+      for (const [id, entry] of this.#expired) if (entry.key === key) this.#countExpired(id);
+      return;
+    }
+    const id = lossId(key, fencingToken);
+    if (this.#expired.has(id)) this.#countExpired(id);
+    else if (reason !== undefined && !this.#counted.has(id)) this.#countNow(id, reason);
+  }
+
+  /** Counts the expiries that waited longer than {@link EXPIRED_LOSS_WAIT_MS} (on each scrape). */
+  flushStale(): void {
+    const before = performance.now() - EXPIRED_LOSS_WAIT_MS;
+    for (const [id, entry] of this.#expired) if (entry.at <= before) this.#countExpired(id);
+  }
+
+  #countExpired(id: string): void {
+    const entry = this.#expired.get(id);
+    if (!entry) return;
+    this.#expired.delete(id);
+    this.#countNow(id, entry.reason);
+  }
+
+  #countNow(id: string, reason: string): void {
+    this.#counted.add(id);
+    if (this.#counted.size > MAX_TRACKED_LOSSES) {
+      const [oldest] = this.#counted;
+      if (oldest !== undefined) this.#counted.delete(oldest);
+    }
+    this.#count(reason);
+  }
+}
+
+function lossId(key: string, fencingToken: number): string {
+  return `${key}\n${fencingToken}`;
 }

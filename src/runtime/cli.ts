@@ -2,6 +2,7 @@
  * The `sqs-redlock-worker` command: `sqs-redlock-worker run ./dist/handler.js` runs a {@link Worker}
  * over the default export of a handler module, configured by environment variables.
  */
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SQSClient, type SQSClientConfig } from '@aws-sdk/client-sqs';
@@ -57,6 +58,8 @@ export interface CliConfig {
   readonly logLevel: LogLevel;
   /** `METRICS_PORT`; undefined: no health and metrics server. */
   readonly metricsPort: number | undefined;
+  /** `METRICS_HOST`: the address the server binds; undefined: every interface. */
+  readonly metricsHost: string | undefined;
 }
 
 /** Defaults of the optional variables. */
@@ -67,7 +70,8 @@ export const CLI_DEFAULTS = {
   VISIBILITY_TIMEOUT_SEC: WORKER_DEFAULTS.visibilityTimeoutSec,
   EXTEND_VISIBILITY: WORKER_DEFAULTS.extendVisibility,
   COMPLETION_WINDOW_MS: WORKER_DEFAULTS.completionWindowMs,
-  // ECS sends SIGKILL 30 s after SIGTERM by default (stopTimeout): 5 s left to release and exit.
+  // ECS sends SIGKILL 30 s after SIGTERM by default (stopTimeout): the drain gets 25 s, the rest of
+  // the shutdown SHUTDOWN_SLACK_MS, the bin's safety exit 2 s more: 29 s at worst.
   SHUTDOWN_TIMEOUT_MS: 25_000,
   LOG_LEVEL: 'info',
 } as const satisfies Record<string, number | boolean | LogLevel>;
@@ -154,9 +158,21 @@ export const CLI_VARIABLES: readonly { name: string; default: string; descriptio
     name: 'METRICS_PORT',
     default: '(no server)',
     description:
-      'Port of the HTTP server for operators (0: any free port): /metrics (Prometheus), /healthz (alive), /readyz (polling, Redis quorum up).',
+      'Port of the HTTP server for operators (0: any free port): /metrics (Prometheus), /healthz (alive: the container health check), /readyz (ready: polling, receives answer, a Redis quorum accepts writes). /metrics and /readyz name the Redis nodes (host:port).',
+  },
+  {
+    name: 'METRICS_HOST',
+    default: '(every interface)',
+    description:
+      "Address the HTTP server binds, like 127.0.0.1 or the task's private IP: keep /metrics and /readyz where only operators reach them.",
   },
 ];
+
+/**
+ * What the shutdown may take past SHUTDOWN_TIMEOUT_MS (the drain): the aborted handlers' grace, the
+ * handler's close(), closing the Redis and SQS clients and the server. Past it the process exits 1.
+ */
+export const SHUTDOWN_SLACK_MS = 2_000;
 
 // ---- configuration ----
 
@@ -216,6 +232,26 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
   }
 
   const metricsPort = read('METRICS_PORT');
+  const metricsHost = read('METRICS_HOST');
+  if (metricsHost !== undefined) {
+    if (
+      isIP(metricsHost) === 0 &&
+      !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(metricsHost)
+    ) {
+      throw new ConfigError(
+        'METRICS_HOST',
+        env.METRICS_HOST,
+        'must be an IP address or a host name, like 127.0.0.1',
+      );
+    }
+    if (metricsPort === undefined) {
+      throw new ConfigError(
+        'METRICS_HOST',
+        env.METRICS_HOST,
+        'is set but METRICS_PORT is not: no server would listen',
+      );
+    }
+  }
   const lockTtlMs = envInteger(env, 'LOCK_TTL_MS', CLI_DEFAULTS.LOCK_TTL_MS, 2_000, 3_600_000);
   const completionWindowMs = envInteger(
     env,
@@ -253,6 +289,7 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     handoffSecret,
     logLevel: logLevel as LogLevel,
     metricsPort: metricsPort === undefined ? undefined : envInteger(env, 'METRICS_PORT', 0, 0, 65_535),
+    metricsHost,
   };
 }
 
@@ -321,9 +358,16 @@ function regionOfQueueUrl(queueUrl: string): string | undefined {
   return /^https?:\/\/sqs[.-]([a-z0-9-]+)\.amazonaws\.com(\.cn)?\//.exec(queueUrl)?.[1];
 }
 
-/** Hides passwords (`redis://user:secret@host` → `redis://user:***@host`) in logs and errors. */
+/**
+ * Hides passwords (`redis://user:secret@host` → `redis://user:***@host`) in logs and errors. The
+ * userinfo runs to the last `@` before the next comma or space, so an unencoded `/` or `@` in a
+ * password (which makes the URL invalid) hides it whole too; without a `:`, it all counts as secret.
+ */
 export function redactUrl(text: string): string {
-  return text.replace(/(\/\/[^:@/,\s]*:)[^@/,\s]*@/g, '$1***@');
+  return text.replace(/\/\/([^,\s]*)@/g, (_, userinfo: string) => {
+    const colon = userinfo.indexOf(':');
+    return `//${colon < 0 ? '' : userinfo.slice(0, colon + 1)}***@`;
+  });
 }
 
 /** `host:port` of a Redis URL, without credentials. */
@@ -359,14 +403,15 @@ ${variables}
 AWS credentials come from the SDK's default chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
 AWS_PROFILE, the ECS task role, ...).
 
-SIGTERM or SIGINT: stop polling, let in-flight handlers finish within SHUTDOWN_TIMEOUT_MS (then
-abort their signals: the messages of those that give up become visible again), release every lock
-and exit. A handler that ignores its signal keeps its lock, left to expire. A second signal exits
-at once.
+SIGTERM or SIGINT (during startup too): stop polling, let in-flight handlers finish within
+SHUTDOWN_TIMEOUT_MS (then abort their signals: the messages of those that give up become visible
+again), release every lock and exit. A handler that ignores its signal keeps its lock, left to
+expire. The rest of the shutdown gets ${SHUTDOWN_SLACK_MS} ms more; past that the process exits 1. A
+second signal exits at once.
 
 Exit codes: 0 clean shutdown; 1 fatal error (configuration, handler module, startup, uncaught
-error), logged as JSON; 2 usage error; 128 + the signal number when a second signal cut the
-shutdown short.
+error, also one during the shutdown, or a shutdown past its bound), logged as JSON; 2 usage error;
+128 + the signal number when a second signal cut the shutdown short.
 `;
 }
 
@@ -537,9 +582,12 @@ async function run(
   let worker: Worker<unknown> | undefined;
   let server: MetricsServer | undefined;
   let detachMetrics: (() => void) | undefined;
-  let reason: StopReason;
+  /** Set once the shutdown closed the server: one that a startup still under way opens is closed at once. */
+  let serverClosed = false;
 
-  try {
+  // Raced against the first signal: a hung startup call (GetQueueAttributes, a Redis node that does not
+  // answer) must not hold the shutdown back. Each step checks that no signal came meanwhile.
+  const startup = async (): Promise<void> => {
     redlock = new Redlock(clients, { ttlMs: config.lockTtlMs, logger });
     sqs = new SQSClient(sqsClientConfig(config));
     await checkRegion(sqs);
@@ -562,16 +610,21 @@ async function run(
       detachMetrics = metrics.attach(worker, redlock);
       server = await startMetricsServer({
         port: config.metricsPort,
+        host: config.metricsHost,
         registry: metrics.registry,
         worker,
         redlock,
         logger,
       });
+      if (serverClosed) await server.close();
+      const address = server.server.address();
       logger.info('metrics server listening', {
         port: server.port,
+        host: typeof address === 'object' && address ? address.address : config.metricsHost,
         paths: ['/metrics', '/healthz', '/readyz'],
       });
     }
+    if (stop.reason !== undefined) return;
     const quorum = await redlock.quorumStatus();
     if (!quorum.available) {
       logger.warn('no Redis quorum at start: messages will wait (polling pauses) until it answers', {
@@ -595,10 +648,14 @@ async function run(
         handoffSecret: config.handoffSecret === undefined ? 'none: handoffs are ignored' : '<redacted>',
       });
     }
-    reason = await stop.next;
-  } catch (error) {
-    reason = { kind: 'fatal', error };
-  }
+  };
+  const reason: StopReason = await Promise.race([
+    startup().then(
+      () => stop.next,
+      (error: unknown): StopReason => ({ kind: 'fatal', error }),
+    ),
+    stop.next,
+  ]);
 
   if (reason.kind === 'fatal') fatal(logger, stderr, 'fatal error: shutting down', reason.error);
   else
@@ -624,11 +681,13 @@ async function run(
       redlock ? redlock.quit() : clients.forEach((client) => void client.disconnect()),
     );
     await step('sqs.destroy', () => sqs?.destroy());
+    serverClosed = true;
     await step('metrics server close', () => server?.close());
     detachMetrics?.();
   };
-  // Bounded even if something hangs: past its deadline the worker aborts handlers and waits up to 10 s.
-  const hardDeadlineMs = config.shutdownTimeoutMs + 15_000;
+  // The whole shutdown is bounded: the drain gets SHUTDOWN_TIMEOUT_MS, all the rest (a hung close(),
+  // a receive that does not answer) SHUTDOWN_SLACK_MS; past that the process exits 1 without them.
+  const hardDeadlineMs = config.shutdownTimeoutMs + SHUTDOWN_SLACK_MS;
   let deadline: NodeJS.Timeout | undefined;
   const ended = await Promise.race([
     shutdown().then(() => 'done' as const),
@@ -639,6 +698,13 @@ async function run(
   ]);
   clearTimeout(deadline);
   stop.uninstall();
+  // Cut short: whatever did not close must not keep the process alive (no lock is released by this).
+  if (ended !== 'done') {
+    for (const client of clients) client.disconnect();
+    sqs?.destroy();
+    server?.server.closeAllConnections();
+    server?.server.close();
+  }
 
   if (ended === 'late') {
     logger.error('shutdown did not finish in time', { timeoutMs: hardDeadlineMs });
@@ -648,7 +714,8 @@ async function run(
     logger.warn(`second ${ended.forced}: exiting without finishing the shutdown`);
     return 128 + SIGNAL_NUMBERS[ended.forced];
   }
-  const clean = reason.kind === 'signal' && !failed;
+  // An uncaught error while shutting down is as fatal as one before: the exit code says so.
+  const clean = reason.kind === 'signal' && !failed && !stop.failedDuringShutdown;
   logger.info('stopped', { reason: reason.kind === 'signal' ? reason.signal : 'fatal error', clean });
   return clean ? 0 : 1;
 }
@@ -659,11 +726,14 @@ async function run(
  */
 function stopTriggers(logger: Logger): {
   readonly reason: StopReason | undefined;
+  /** An uncaught exception or unhandled rejection came after the first trigger. */
+  readonly failedDuringShutdown: boolean;
   readonly next: Promise<StopReason>;
   readonly forced: Promise<StopSignal>;
   uninstall(): void;
 } {
   let first: StopReason | undefined;
+  let failedDuringShutdown = false;
   let resolveNext!: (reason: StopReason) => void;
   let resolveForced!: (signal: StopSignal) => void;
   const next = new Promise<StopReason>((resolve) => {
@@ -679,7 +749,8 @@ function stopTriggers(logger: Logger): {
     } else if (reason.kind === 'signal') {
       resolveForced(reason.signal);
     } else {
-      // Already shutting down: log it, the shutdown goes on.
+      // Already shutting down: log it, the shutdown goes on, and the exit code will be 1.
+      failedDuringShutdown = true;
       logger.error('uncaught error during shutdown', { err: serializeError(reason.error) });
     }
   };
@@ -693,6 +764,9 @@ function stopTriggers(logger: Logger): {
   return {
     get reason() {
       return first;
+    },
+    get failedDuringShutdown() {
+      return failedDuringShutdown;
     },
     next,
     forced,

@@ -1,5 +1,6 @@
 import type { Message, SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
+import { SqsEntryError } from '../errors.ts';
 import type { InFlightMessage } from '../handler/pipeline.ts';
 import { serializeError } from '../observability/serialize.ts';
 import { changeVisibility } from './sqs-actions.ts';
@@ -13,7 +14,10 @@ export interface HeartbeatOptions {
   /** The deadline of one SQS call; a beat's call is also cut at `intervalMs`, when the next beat starts. */
   readonly sqsTimeoutMs: number;
   readonly logger: Logger;
-  /** Told of a visibility call that failed whole (a timeout too), as `sqs_error` 'heartbeat_visibility'. */
+  /**
+   * Told of a visibility call that failed whole (a timeout too), and of each entry SQS refused for a
+   * message still running (an {@link SqsEntryError}), as `sqs_error` 'heartbeat_visibility'.
+   */
   readonly onError: (error: unknown) => void;
 }
 
@@ -83,10 +87,14 @@ export class Heartbeat {
       queueUrl,
       messages.map((m) => ({ message: m.message, seconds: visibilityTimeoutSec })),
       { timeoutMs: Math.min(sqsTimeoutMs, intervalMs), signal: beat.signal },
+      // The next beat is the retry of a refused entry.
+      { retryRefused: false },
     )
-      .then(({ failed, errors }) => {
+      .then(({ failed, refused, errors }) => {
         // A message that finished meanwhile was deleted or backed off: its refusal means nothing.
-        const stillRunning = messages.filter((m) => failed.has(m.message) && this.#messages.has(m));
+        const running = new Set(messages.filter((m) => this.#messages.has(m)).map((m) => m.message));
+        const stillRunning = messages.filter((m) => failed.has(m.message) && running.has(m.message));
+        const refusedRunning = refused.filter((r) => running.has(r.message));
         if (stillRunning.length > 0) {
           // Refused entries (a receipt handle no longer current) or a failed call: the handlers go on.
           logger.warn(
@@ -94,11 +102,22 @@ export class Heartbeat {
               'receives these messages meets the lock and backs off)',
             {
               messageIds: stillRunning.map((m) => m.message.MessageId),
+              refused: refusedRunning.map((r) => ({
+                messageId: r.message.MessageId,
+                code: r.code,
+                senderFault: r.senderFault,
+                detail: r.detail,
+              })),
               err: errors.length > 0 ? serializeError(errors[0]) : undefined,
             },
           );
         }
         for (const error of errors) this.#options.onError(error);
+        for (const r of refusedRunning) {
+          this.#options.onError(
+            new SqsEntryError('heartbeat_visibility', { messageId: r.message.MessageId, ...r }),
+          );
+        }
       })
       .catch((error: unknown) => {
         // changeVisibility never rejects; a throwing listener or logger must not escape the timer.

@@ -7,7 +7,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { Logger } from 'winston';
-import { ConfigError, ShutdownError } from '../errors.ts';
+import { ConfigError, QuorumUnavailableError, ShutdownError } from '../errors.ts';
 import type { BaseHandler } from '../handler/base-handler.ts';
 import type { MessageOutcome, OutcomeKind } from '../handler/outcome.ts';
 import { type InFlightMessage, type PipelineDeps, runBatch } from '../handler/pipeline.ts';
@@ -65,6 +65,11 @@ export interface LambdaHandler {
  * so the execution role needs `sqs:ChangeMessageVisibility` on the queue and `sqs:SendMessage` on the
  * dead-letter queue, besides what the event source mapping needs.
  *
+ * At its start, an invocation waits up to `reconnectWaitMs` for a quorum of Redis clients that are
+ * reconnecting (a thawed container whose idle connections Redis closed). When every record still
+ * found no quorum, the records get the longest backoff (`retryMaxSec`) and the function throws a
+ * QuorumUnavailableError, so Lambda counts an error and the outage is seen, not silently drained.
+ *
  * Call it at module scope, with the Redlock (or a factory for it) created there too, so the Redis
  * connections are made once per container and reused by every invocation:
  *
@@ -88,6 +93,26 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
   const deadLetterQueues = new Map<string, Promise<string | undefined>>();
   // Warns once per handler (per container) when a FIFO queue's messages lack their MessageGroupId.
   const checkFifoGroups = fifoGroupCheck();
+  // Warned once per container: the safety margin was shrunk to half of the time left.
+  let warnedShrunkMargin = false;
+
+  /**
+   * The safety margin of an invocation with `remainingMs` left at its start: never more than half of it.
+   * A larger one would leave handlers no time at all, and every record would be released at once and
+   * loop back hot toward the dead-letter queue (a 3 s function with a slow init and the 2 s default).
+   */
+  const marginFor = (remainingMs: number, logger: Logger): number => {
+    if (!Number.isFinite(remainingMs) || remainingMs >= 2 * o.safetyMarginMs) return o.safetyMarginMs;
+    const margin = Math.max(0, Math.floor(remainingMs / 2));
+    if (!warnedShrunkMargin) {
+      warnedShrunkMargin = true;
+      logger.warn(
+        'safetyMarginMs is more than half of the time left at the start of an invocation: shrunk to half of it (raise the function timeout or lower safetyMarginMs); warned once per container',
+        { safetyMarginMs: o.safetyMarginMs, remainingMs, shrunkToMs: margin },
+      );
+    }
+    return margin;
+  };
 
   const getRedlock = (): Redlock => {
     if (redlock) return redlock;
@@ -131,24 +156,43 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
     return found.catch(() => undefined);
   };
 
-  /** Runs one queue's records; answers the MessageIds to report as failures. Never throws. */
+  /**
+   * Runs one queue's records; answers the MessageIds to report as failures, and `outage` when every
+   * record failed for lack of a Redis quorum. Never throws.
+   */
   const processQueue = async (
     queueUrl: string,
     records: readonly SQSRecord[],
     shutdown: AbortSignal,
     invocationLogger: Logger,
     remainingMs: () => number,
-  ): Promise<string[]> => {
+    safetyMarginMs: number,
+  ): Promise<QueueResult> => {
     const logger = invocationLogger.child({ queueUrl });
     const messages = records.map(recordToMessage);
     checkFifoGroups(queueUrl, messages, logger);
     try {
       const deadLetterQueueUrl = deadLetterQueueFor(queueUrl, logger); // alongside the batch
+      const redlock = getRedlock();
+      // After a thaw, Redis has often closed the container's idle connections and every client is
+      // reconnecting: each would count as a "no" at once, and the whole batch fail for lack of a quorum.
+      // So wait for a quorum first, within half of what is left before the margin.
+      const reconnectWaitMs = Math.min(
+        o.reconnectWaitMs,
+        Math.max(0, Math.floor((remainingMs() - safetyMarginMs) / 2)),
+      );
+      const connected = await redlock.whenConnected(reconnectWaitMs);
+      if (!connected.available) {
+        logger.warn('no Redis quorum connected at the start of the invocation', {
+          down: connected.down,
+          waitedMs: reconnectWaitMs,
+        });
+      }
       const ended: MessageOutcome[] = [];
       const running = new Set<InFlightMessage>();
       const pipeline: PipelineDeps<T> = {
         handler,
-        redlock: getRedlock(),
+        redlock,
         logger,
         fifo: queueUrl.endsWith('.fifo'),
         autoExtendLocks: true, // no heartbeat in Lambda: the lock engine extends
@@ -177,19 +221,23 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
       const returned = await unlessAbandoned(
         batch,
         shutdown,
-        Math.min(SHUTDOWN_GRACE_MS, o.safetyMarginMs / 4),
+        Math.min(SHUTDOWN_GRACE_MS, safetyMarginMs / 4),
       );
       // Settling must end before the function's timeout (a timed-out invocation redelivers the whole
       // batch, poison already dead-lettered included): each of its two sequential SQS steps (dead-letter
       // sends, then visibility backoffs) gets half of what is left, less a margin for the response.
       const budgetMs = (): number =>
         Math.max(50, Math.min(o.sqsTimeoutMs, Math.floor((remainingMs() - RESPONSE_MARGIN_MS) / 2)));
-      const settlerWith = (dlq: string | undefined, sqsTimeoutMs: number): SettleContext => ({
+      const settlerWith = (
+        dlq: string | undefined,
+        sqsTimeoutMs: number,
+        backoff: SettleContext['backoff'] = o,
+      ): SettleContext => ({
         sqs: o.sqs,
         queueUrl,
         deadLetterQueueUrl: dlq,
         sqsTimeoutMs,
-        backoff: o,
+        backoff,
         logger,
         deleteAcked: false, // the event source mapping deletes what is not reported
         emit,
@@ -199,8 +247,21 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
         },
       });
       const dlq = await withinMs(deadLetterQueueUrl, budgetMs());
-      const settler = settlerWith(dlq, budgetMs());
       const outcomes = [...ended.splice(0), ...(returned === ABANDONED ? [] : returned)];
+      // Every record lacked a quorum: an outage, not a bad message. A short backoff would burn a receive
+      // every few seconds and drain the queue into the DLQ while Redis is down; give each the longest.
+      const outage =
+        returned !== ABANDONED &&
+        outcomes.length === messages.length &&
+        outcomes.every(({ outcome }) => outcome.kind === 'quorum');
+      const longestSec = Math.min(o.retryMaxSec, OUTAGE_BACKOFF_MAX_SEC);
+      const settler = outage
+        ? settlerWith(dlq, budgetMs(), {
+            retryBaseSec: longestSec,
+            retryMaxSec: longestSec,
+            quorumBackoffSec: longestSec,
+          })
+        : settlerWith(dlq, budgetMs());
       if (returned === ABANDONED) {
         // Reported as failures, their locks kept (extended while the container runs, expiring while it
         // is frozen): no one runs them meanwhile. Each ends as usual when its handler settles, even in a
@@ -229,7 +290,11 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
       const kinds: Partial<Record<OutcomeKind, number>> = {};
       for (const { outcome } of outcomes) kinds[outcome.kind] = (kinds[outcome.kind] ?? 0) + 1;
       logger.debug('batch settled', { received: messages.length, failed: failed.length, outcomes: kinds });
-      return failed;
+      if (!outage) return { failed };
+      const failedNodes = [
+        ...new Set(outcomes.flatMap(({ outcome }) => (outcome.kind === 'quorum' ? outcome.failedNodes : []))),
+      ];
+      return { failed, outage: { failedNodes, quorum: redlock.quorum, backoffSec: longestSec } };
     } catch (error) {
       // Locks were released by the pipeline's finally; nothing may be reported done that was not.
       const messageIds = messages.map((m) => m.MessageId as string);
@@ -237,7 +302,7 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
         err: serializeError(error),
         messageIds,
       });
-      return messageIds;
+      return { failed: messageIds };
     }
   };
 
@@ -245,7 +310,18 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
     const records = Array.isArray(event?.Records) ? event.Records : [];
     if (records.length === 0) return { batchItemFailures: [] };
     const logger = o.logger.child({ awsRequestId: context?.awsRequestId });
-    const deadline = startDeadline(context, o.safetyMarginMs, logger);
+    const remainingAtStart = remainingMsOf(context);
+    const safetyMarginMs = marginFor(remainingAtStart, logger);
+    if (safetyMarginMs < Math.min(o.safetyMarginMs, MIN_MARGIN_MS)) {
+      // No time to run and settle before the timeout (a timed-out invocation retries the whole batch).
+      // Reported untouched: they come back after their visibility timeout, not at once.
+      logger.warn('too little time left to start anything: every record is reported as a failure', {
+        remainingMs: remainingAtStart,
+        messageIds: records.map((r) => r?.messageId),
+      });
+      return { batchItemFailures: records.map((r) => ({ itemIdentifier: r?.messageId })) };
+    }
+    const deadline = startDeadline(context, safetyMarginMs, logger);
     try {
       // One event source mapping feeds one queue, but nothing is assumed: each queue settles its own.
       const byQueue = new Map<string | undefined, SQSRecord[]>();
@@ -253,17 +329,42 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
         const queueUrl = o.queueUrl ?? queueUrlFromArn(record?.eventSourceARN);
         byQueue.set(queueUrl, [...(byQueue.get(queueUrl) ?? []), record]);
       }
-      const failed = await Promise.all(
-        [...byQueue].map(async ([queueUrl, group]) => {
-          if (queueUrl) return processQueue(queueUrl, group, deadline.signal, logger, deadline.remainingMs);
+      const results = await Promise.all(
+        [...byQueue].map(async ([queueUrl, group]): Promise<QueueResult> => {
+          if (queueUrl) {
+            return processQueue(
+              queueUrl,
+              group,
+              deadline.signal,
+              logger,
+              deadline.remainingMs,
+              safetyMarginMs,
+            );
+          }
           logger.error('no queue URL (eventSourceARN is not an SQS ARN): set the queueUrl option', {
             eventSourceARN: group[0]?.eventSourceARN,
             messageIds: group.map((r) => r.messageId),
           });
-          return group.map((r) => r.messageId);
+          return { failed: group.map((r) => r.messageId) };
         }),
       );
-      return { batchItemFailures: failed.flat().map((itemIdentifier) => ({ itemIdentifier })) };
+      const outages = results.flatMap((r) => (r.outage ? [r.outage] : []));
+      if (outages.length === results.length && outages[0]) {
+        // A normal response would hide the outage: fail the invocation, an error Lambda counts (alarms
+        // fire, the event source mapping slows down). Nothing was done, so the whole batch comes back,
+        // after the backoff each record was given.
+        const failedNodes = [...new Set(outages.flatMap((x) => x.failedNodes))];
+        const error = new QuorumUnavailableError(undefined, failedNodes, outages[0].quorum);
+        logger.error('no Redis quorum for any record: the invocation fails; the records back off', {
+          err: serializeError(error),
+          records: records.length,
+          retryInSec: outages[0].backoffSec,
+        });
+        throw error;
+      }
+      return {
+        batchItemFailures: results.flatMap((r) => r.failed).map((itemIdentifier) => ({ itemIdentifier })),
+      };
     } finally {
       deadline.clear();
     }
@@ -272,6 +373,24 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
   return Object.assign(invoke, { events, options: o });
 }
 
+/** What one queue's records came to: the MessageIds to report, and whether all lacked a quorum. */
+interface QueueResult {
+  readonly failed: readonly string[];
+  readonly outage?: {
+    readonly failedNodes: readonly string[];
+    readonly quorum: number;
+    readonly backoffSec: number;
+  };
+}
+
+/**
+ * The longest outage backoff, in s: SQS refuses a visibility beyond 12 h from the receive, and the event
+ * source mapping may have held the records for its batching window (up to 300 s) before an invocation
+ * of up to 900 s.
+ */
+const OUTAGE_BACKOFF_MAX_SEC = 43_200 - 300 - 900;
+/** Below this margin (after shrinking it to half of the time left), nothing is started. */
+const MIN_MARGIN_MS = 300;
 /** How long handlers that honour their aborted signal may take to settle before the response. */
 const SHUTDOWN_GRACE_MS = 500;
 /** Kept free at the end of an invocation for the response itself. */
@@ -321,6 +440,13 @@ function unlessAbandoned<R>(
   });
 }
 
+/** What `context.getRemainingTimeInMillis()` tells; without it (a local run), the whole time is left. */
+function remainingMsOf(context: Context | undefined): number {
+  return typeof context?.getRemainingTimeInMillis === 'function'
+    ? context.getRemainingTimeInMillis()
+    : Number.POSITIVE_INFINITY;
+}
+
 /**
  * Aborts `safetyMarginMs` before the function's timeout, as `context.getRemainingTimeInMillis()` tells
  * it. Without that function (a local run), never.
@@ -331,11 +457,7 @@ function startDeadline(
   logger: Logger,
 ): { signal: AbortSignal; clear(): void; remainingMs(): number } {
   const controller = new AbortController();
-  // Without getRemainingTimeInMillis (a local run), no deadline: the whole time is left.
-  const remainingMs = (): number =>
-    typeof context?.getRemainingTimeInMillis === 'function'
-      ? context.getRemainingTimeInMillis()
-      : Number.POSITIVE_INFINITY;
+  const remainingMs = (): number => remainingMsOf(context);
   const remaining = remainingMs();
   const none = { signal: controller.signal, clear: () => {}, remainingMs };
   if (!Number.isFinite(remaining)) return none;

@@ -305,10 +305,22 @@ export interface LambdaOptions {
   /**
    * Running handlers are aborted this long before the function's timeout (from
    * `context.getRemainingTimeInMillis()`), in ms: their signal fires, their locks are released and
-   * their messages reported as failures, with time left to settle the batch.
+   * their messages reported as failures, with time left to settle the batch. It covers everything after
+   * it: the handlers' grace, the dead-letter lookup and settling. Never more than half of what is left at
+   * the start of an invocation: a larger margin is shrunk to that, with a warning once per container
+   * (otherwise nothing would run and every record would loop back at once). With less than 600 ms left,
+   * nothing is started: the records are reported as failures and come back after their visibility timeout.
    * @defaultValue 2000
    */
   safetyMarginMs?: number;
+  /**
+   * How long an invocation waits at its start, in ms, for Redis clients that are reconnecting, until a
+   * quorum is connected: after a container thaws, Redis has often closed its idle connections, and
+   * without the wait the batch would fail for lack of a quorum. At most half of the time left before
+   * the safety margin. 0: no wait. 0 to 60000.
+   * @defaultValue 1000
+   */
+  reconnectWaitMs?: number;
   /**
    * TTL of completion markers, in ms: how long a redelivered duplicate is recognised.
    * @defaultValue the Redlock's completionTtlMs
@@ -357,6 +369,7 @@ export interface ResolvedLambdaOptions {
   readonly deadLetterQueueUrl: string | false | undefined;
   readonly logger: Logger;
   readonly safetyMarginMs: number;
+  readonly reconnectWaitMs: number;
   readonly completionTtlMs: number | undefined;
   readonly retryBaseSec: number;
   readonly retryMaxSec: number;
@@ -368,6 +381,7 @@ export interface ResolvedLambdaOptions {
 
 export const LAMBDA_DEFAULTS = {
   safetyMarginMs: 2_000,
+  reconnectWaitMs: 1_000,
   sqsTimeoutMs: 5_000,
   retryBaseSec: 2,
   retryMaxSec: 900,
@@ -396,6 +410,7 @@ export function resolveLambdaOptions(options: LambdaOptions): ResolvedLambdaOpti
     throw new ConfigError('deadLetterQueueUrl', dlq, 'must be a queue URL, false, or left out (discovered)');
   }
   integer('safetyMarginMs', o.safetyMarginMs, { min: 0, max: 900_000 });
+  integer('reconnectWaitMs', o.reconnectWaitMs, { min: 0, max: 60_000 });
   if (o.completionTtlMs !== undefined)
     integer('completionTtlMs', o.completionTtlMs, { min: 1, max: MAX_REDIS_TTL_MS });
   number('retryBaseSec', o.retryBaseSec, { min: 0, max: 43_200 });
@@ -414,6 +429,7 @@ export function resolveLambdaOptions(options: LambdaOptions): ResolvedLambdaOpti
     deadLetterQueueUrl: dlq,
     logger: o.logger ?? defaultLogger(),
     safetyMarginMs: o.safetyMarginMs,
+    reconnectWaitMs: o.reconnectWaitMs,
     completionTtlMs: o.completionTtlMs,
     retryBaseSec: o.retryBaseSec,
     retryMaxSec: o.retryMaxSec,

@@ -1,4 +1,9 @@
-import { type MessageAttributeValue, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import {
+  GetQueueAttributesCommand,
+  type MessageAttributeValue,
+  SendMessageCommand,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
 import { ConfigError, QuorumUnavailableError } from '../errors.ts';
 import { LOCK_HANDOFF_ATTRIBUTES, lockHandoffAttributes } from '../handler/handoff.ts';
@@ -12,6 +17,12 @@ import { SQS_TIMEOUT_RANGE_MS } from './options.ts';
 const HANDOFF_NAMES: readonly string[] = Object.values(LOCK_HANDOFF_ATTRIBUTES);
 /** SQS allows 10 message attributes per message. */
 const SQS_ATTRIBUTE_LIMIT = 10;
+
+/**
+ * How much longer than the delay a message waits in the queue the pending window must be: time for a
+ * worker to receive the message and adopt its lock once it becomes visible.
+ */
+export const DELAY_MARGIN_MS = 5_000;
 
 /** The pending window of a dispatched task when `dispatch` is given no `ttlMs`: 5 minutes. */
 export const DEFAULT_PENDING_TTL_MS = 300_000;
@@ -51,7 +62,11 @@ export interface DispatchRequest {
   body: string;
   /** This task's pending window in ms (see {@link PublisherOptions.pendingTtlMs}). */
   ttlMs?: number;
-  /** SQS DelaySeconds (0 to 900); the pending window must be longer. */
+  /**
+   * SQS DelaySeconds (0 to 900) of this message; unset, the queue's own DelaySeconds applies. FIFO
+   * queues refuse it per message (only the queue's applies): leave it unset or 0 there. The pending
+   * window must exceed the delay that applies by {@link DELAY_MARGIN_MS}.
+   */
   delaySeconds?: number;
   /** Your own message attributes, at most 6 (SQS allows 10; the handoff takes 4). */
   messageAttributes?: Record<string, MessageAttributeValue>;
@@ -101,6 +116,8 @@ export class Publisher {
   readonly #handoffSecret: string;
   readonly #sqsTimeoutMs: number;
   readonly #logger: Logger;
+  /** The queue's own DelaySeconds, read once (a failed read is tried again on the next dispatch). */
+  #queueDelaySec: number | undefined;
 
   constructor(options: PublisherOptions) {
     if (options === null || typeof options !== 'object') {
@@ -134,14 +151,26 @@ export class Publisher {
    * request, and the SDK's error when SendMessage fails (the lock was released).
    */
   async dispatch(request: DispatchRequest): Promise<DispatchResult> {
-    const { taskKey, body, delaySeconds = 0, messageAttributes = {} } = checkRequest(request);
+    const { taskKey, body, delaySeconds, messageAttributes = {} } = checkRequest(request);
     const ttlMs = request.ttlMs ?? this.#pendingTtlMs;
     integer('ttlMs', ttlMs, { min: 10 });
-    if (ttlMs <= delaySeconds * 1000) {
+    const fifo = this.queueUrl.endsWith('.fifo');
+    if (fifo && delaySeconds !== undefined && delaySeconds !== 0) {
+      throw new ConfigError(
+        'delaySeconds',
+        delaySeconds,
+        "must be unset or 0 on a FIFO queue: SQS refuses a per-message DelaySeconds there (set the queue's DelaySeconds instead)",
+      );
+    }
+    // On a standard queue the message's own DelaySeconds (0 included) replaces the queue's.
+    const ownDelay = fifo ? undefined : delaySeconds;
+    const delaySec = ownDelay ?? (await this.#queueDelay());
+    if (delaySec > 0 && ttlMs < delaySec * 1000 + DELAY_MARGIN_MS) {
+      const source = ownDelay === undefined ? "the queue's DelaySeconds" : 'delaySeconds';
       throw new ConfigError(
         'ttlMs',
         ttlMs,
-        `must be above delaySeconds (${delaySeconds} s): the lock would expire before the message is visible`,
+        `must exceed the delay of ${delaySec} s (${source}) by ${DELAY_MARGIN_MS} ms at least: the lock would expire before a worker could adopt it`,
       );
     }
 
@@ -166,7 +195,7 @@ export class Publisher {
           QueueUrl: this.queueUrl,
           MessageBody: body,
           MessageAttributes: { ...messageAttributes, ...lockHandoffAttributes(grant, this.#handoffSecret) },
-          ...(delaySeconds > 0 ? { DelaySeconds: delaySeconds } : {}),
+          ...(ownDelay === undefined ? {} : { DelaySeconds: ownDelay }),
           ...(request.messageGroupId === undefined ? {} : { MessageGroupId: request.messageGroupId }),
           ...(request.messageDeduplicationId === undefined
             ? {}
@@ -188,6 +217,24 @@ export class Publisher {
     // releases it, or at validUntil (the pending window) if no worker adopts it in time.
     this.#logger.debug('task dispatched', { lockKey: taskKey, fencingToken: grant.fencingToken, messageId });
     return { dispatched: true, messageId, fencingToken: grant.fencingToken, validUntil: grant.validUntil };
+  }
+
+  /** The queue's DelaySeconds; 0, with a warning, when it cannot be read (the check is then the request's alone). */
+  async #queueDelay(): Promise<number> {
+    if (this.#queueDelaySec !== undefined) return this.#queueDelaySec;
+    try {
+      const { Attributes } = await this.#sqs.send(
+        new GetQueueAttributesCommand({ QueueUrl: this.queueUrl, AttributeNames: ['DelaySeconds'] }),
+        { abortSignal: AbortSignal.timeout(this.#sqsTimeoutMs) },
+      );
+      this.#queueDelaySec = Number(Attributes?.DelaySeconds ?? 0) || 0;
+      return this.#queueDelaySec;
+    } catch (error) {
+      this.#logger.warn("could not read the queue's DelaySeconds; the pending window is checked against 0", {
+        err: serializeError(error),
+      });
+      return 0;
+    }
   }
 }
 

@@ -1,14 +1,19 @@
 import type { Message, SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
+import { SqsEntryError } from '../errors.ts';
 import type { MessageOutcome } from '../handler/outcome.ts';
 import { receiveCountOf } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
 import { serializeError } from '../observability/serialize.ts';
 import { contendedBackoffSec, failureBackoffSec, quorumBackoffSec } from './backoff.ts';
 import {
+  ASSUMED_MAX_MESSAGE_BYTES,
+  type BatchResult,
   changeVisibility,
   deleteMessages,
   discoverDeadLetterQueueUrl,
+  type EntryFailure,
+  readMaximumMessageSize,
   sendToDeadLetter,
 } from './sqs-actions.ts';
 
@@ -131,8 +136,12 @@ export async function settleOutcomes(
         }
         case 'poison': {
           const deadLettered = await deadLetter(ctx, message, outcome.reason, outcome.error);
+          if (deadLettered) acked.push(message);
           // Without a dead-letter queue it stays, untouched, for the queue's own redrive.
-          (deadLettered ? acked : retained).push(message);
+          else if (!ctx.deadLetterQueueUrl) retained.push(message);
+          // The send failed or cannot fit: kept for the redrive, and backed off, so a send that fails
+          // every time costs a receive only now and then.
+          else retain(message, failureBackoffSec(receiveCountOf(message), retryBaseSec, retryMaxSec));
           events.push(() => ctx.emit('poison_message', { messageId, reason: outcome.reason, deadLettered }));
           return;
         }
@@ -151,14 +160,87 @@ export async function settleOutcomes(
   ]);
   for (const error of deleted?.errors ?? []) ctx.onSqsError('delete', error);
   for (const error of delayed.errors) ctx.onSqsError('change_visibility', error);
-  if (deleted && deleted.failed.size > 0 && deleted.errors.length === 0) {
-    // The work is marked complete: the redelivery will be acked as a duplicate.
-    ctx.logger.warn('some deletes were refused; their redeliveries will be acked as duplicates', {
-      messageIds: [...deleted.failed].map((m) => m.MessageId),
-    });
+  if (deleted) {
+    // The work is done (marked, or a duplicate, or dead-lettered): a redelivery will be acked as a duplicate.
+    reportRefused(ctx, 'delete', deleted, 'not deleted; their redeliveries will be acked as duplicates');
   }
+  reportRefused(
+    ctx,
+    'change_visibility',
+    delayed,
+    'backoff not applied; they come back after their current visibility timeout',
+  );
   for (const emit of events) emit();
   return { acked, retained, quorumLost };
+}
+
+/**
+ * Logs the entries SQS refused in a batch call that succeeded (with each code: those refused for good
+ * in one line, those that passed on their retry in another) and reports each refused entry once as an
+ * `sqs_error` of `operation`, retried or not: throttling shows even when its retry passes.
+ */
+function reportRefused(
+  ctx: SettleContext,
+  operation: string,
+  result: BatchResult,
+  consequence: string,
+): void {
+  const entry = (r: EntryFailure) => ({
+    messageId: r.message.MessageId,
+    code: r.code,
+    senderFault: r.senderFault,
+    detail: r.detail,
+  });
+  if (result.refused.length > 0) {
+    ctx.logger.warn(`SQS ${operation}: ${result.refused.length} entries refused; ${consequence}`, {
+      refused: result.refused.map(entry),
+    });
+  }
+  const refusedForGood = new Set(result.refused.map((r) => r.message));
+  const passedOnRetry = result.retried.filter((r) => !refusedForGood.has(r.message));
+  if (passedOnRetry.length > 0) {
+    ctx.logger.warn(`SQS ${operation}: ${passedOnRetry.length} entries refused, then passed on their retry`, {
+      refused: passedOnRetry.map(entry),
+    });
+  }
+  const reported = new Set<Message>();
+  for (const r of [...result.retried, ...result.refused]) {
+    if (reported.has(r.message)) continue;
+    reported.add(r.message);
+    const error = new SqsEntryError(operation, { messageId: r.message.MessageId, ...r });
+    ctx.emit('sqs_error', { operation, error });
+  }
+}
+
+/**
+ * The MaximumMessageSize of each dead-letter queue, read once per client; the poison messages of one
+ * batch share the read, and a failed read is tried again by the next one.
+ */
+const maxSizes = new WeakMap<SQSClient, Map<string, Promise<number>>>();
+
+async function maximumMessageSize(ctx: SettleContext, queueUrl: string): Promise<number | undefined> {
+  let known = maxSizes.get(ctx.sqs);
+  if (!known) {
+    known = new Map();
+    maxSizes.set(ctx.sqs, known);
+  }
+  let read = known.get(queueUrl);
+  if (!read) {
+    read = readMaximumMessageSize(ctx.sqs, queueUrl, { timeoutMs: ctx.sqsTimeoutMs });
+    known.set(queueUrl, read);
+  }
+  try {
+    return await read;
+  } catch (error) {
+    if (known.get(queueUrl) === read) {
+      known.delete(queueUrl);
+      ctx.logger.warn(
+        `could not read the dead-letter queue's MaximumMessageSize; assuming ${ASSUMED_MAX_MESSAGE_BYTES} bytes`,
+        { deadLetterQueueUrl: queueUrl, err: serializeError(error) },
+      );
+    }
+    return undefined;
+  }
 }
 
 async function deadLetter(
@@ -172,17 +254,38 @@ async function deadLetter(
     reason,
     err: error === undefined ? undefined : serializeError(error),
   };
-  if (!ctx.deadLetterQueueUrl) {
+  const queueUrl = ctx.deadLetterQueueUrl;
+  if (!queueUrl) {
     ctx.logger.warn('poison message left in the queue (no dead-letter queue); SQS redrive will move it', log);
     return false;
   }
   try {
-    await sendToDeadLetter(ctx.sqs, ctx.deadLetterQueueUrl, message, reason, error, {
-      timeoutMs: ctx.sqsTimeoutMs,
-    });
-    ctx.logger.warn('poison message moved to the dead-letter queue', log);
+    const maxBytes = await maximumMessageSize(ctx, queueUrl);
+    const send = (limit: number) =>
+      sendToDeadLetter(ctx.sqs, queueUrl, message, reason, error, { timeoutMs: ctx.sqsTimeoutMs }, limit);
+    let result = await send(maxBytes ?? ASSUMED_MAX_MESSAGE_BYTES);
+    // Our guess of the limit was too small, perhaps: the original alone may still pass.
+    if (!result.sent && maxBytes === undefined) {
+      const retry = await send(Number.MAX_SAFE_INTEGER);
+      if (retry.sent) result = retry;
+    }
+    if (!result.sent) {
+      ctx.logger.error(
+        "poison message larger than the dead-letter queue allows: kept in the queue, backed off, for its redrive (raise the DLQ MaximumMessageSize to the source queue's)",
+        { ...log, sizeBytes: result.sizeBytes, maxBytes: result.maxBytes },
+      );
+      ctx.emit('sqs_error', {
+        operation: 'dead_letter',
+        error: new Error(
+          `message ${message.MessageId} is ${result.sizeBytes} bytes; the dead-letter queue allows ${result.maxBytes}`,
+        ),
+      });
+      return false;
+    }
+    ctx.logger.warn('poison message moved to the dead-letter queue', { ...log, fit: result.fit });
     return true;
   } catch (sendError) {
+    ctx.logger.error('poison message not dead-lettered: kept in the queue, backed off, for its redrive', log);
     ctx.onSqsError('dead_letter', sendError);
     return false;
   }

@@ -13,6 +13,7 @@ import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } 
 import { resolveDeadLetterQueueUrl, type SettleContext, settleOutcomes } from './settle.ts';
 import {
   changeVisibility,
+  errorsOf,
   type FifoGroupCheck,
   fifoGroupCheck,
   RECEIVE_LEGACY_ATTRIBUTES,
@@ -20,6 +21,16 @@ import {
 } from './sqs-actions.ts';
 
 export type WorkerState = 'idle' | 'running' | 'paused' | 'stopping' | 'stopped';
+
+/** What `/readyz` reads of the poll loops (see {@link Worker.pollHealth}). */
+export interface PollHealth {
+  /** Pollers whose last ReceiveMessage failed (AccessDenied, a missing queue, a network error). */
+  readonly failingReceives: number;
+  /** The message of one such failure. */
+  readonly lastReceiveError?: string;
+  /** Pollers whose ReceiveMessage has been open for longer than waitTimeSeconds plus a margin. */
+  readonly stuckPollers: number;
+}
 
 /**
  * A long-lived SQS worker (ECS, EC2, a laptop): sqs-consumer polls in batch mode, every batch runs
@@ -38,6 +49,10 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   readonly #running = new Set<InFlightMessage>();
   /** Consumers whose ReceiveMessage was sent and has not answered yet. */
   readonly #receiving = new Set<Consumer>();
+  /** When each consumer sent its latest ReceiveMessage: one open far longer than the long poll is stuck. */
+  readonly #receiveSentAt = new Map<Consumer, number>();
+  /** Consumers whose latest ReceiveMessage failed, with its error; cleared by their next answer. */
+  readonly #receiveFailures = new Map<Consumer, Error>();
   /**
    * Closed while paused or stopping: a poll waits here instead of sending a new receive. Polls are held
    * back rather than stopped, so that no open receive ever has to be aborted (see #stop).
@@ -165,6 +180,24 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     return this.#stopping;
   }
 
+  /**
+   * The poll loops' health, for readiness: receives that fail (a worker that cannot receive is not
+   * ready, even with a quorum) and receives left open far past waitTimeSeconds (a hung connection).
+   */
+  get pollHealth(): PollHealth {
+    const now = performance.now();
+    const stuckAfterMs = this.options.waitTimeSeconds * 1000 + RECEIVE_MARGIN_MS;
+    const stuckPollers = this.#consumers.filter(
+      (c) => this.#receiving.has(c) && now - (this.#receiveSentAt.get(c) ?? now) > stuckAfterMs,
+    ).length;
+    const [failure] = this.#receiveFailures.values();
+    return {
+      failingReceives: this.#receiveFailures.size,
+      ...(failure ? { lastReceiveError: failure.message } : {}),
+      stuckPollers,
+    };
+  }
+
   /** Batches still running: after stop() resolved, those whose handlers outlived the deadline. */
   get batchesInFlight(): number {
     return this.#batches.size;
@@ -220,13 +253,13 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     if (this.#heldBack.size === 0) return;
     const messages = [...this.#heldBack];
     this.#heldBack.clear();
-    const { errors } = await changeVisibility(
+    const result = await changeVisibility(
       this.options.sqs,
       this.options.queueUrl,
       messages.map((message) => ({ message, seconds: 0 })),
       { timeoutMs: this.options.sqsTimeoutMs },
     );
-    for (const error of errors) this.#sqsError('change_visibility', error);
+    for (const error of errorsOf('change_visibility', result)) this.#sqsError('change_visibility', error);
   }
 
   /** Waits until no ReceiveMessage is open, or `due` (a receive answers within waitTimeSeconds). */
@@ -297,22 +330,28 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         // Its error is not reported (see 'error' below): the poll loop ends here, nothing was sent.
         if (this.#state !== 'running') throw new ShutdownError('receive aborted: the worker is stopping');
         this.#receiving.add(consumer);
+        this.#receiveSentAt.set(consumer, performance.now());
       },
       handleMessageBatch: async (messages) => {
         this.#receiving.delete(consumer);
+        this.#receiveFailures.delete(consumer);
         // A receive left open by stop() or a pause answered: its messages are not run, but put back.
         if (this.#state !== 'running') await this.#track(this.#letGo(messages));
         else await this.#track(this.#processBatch(messages));
         return [];
       },
     });
-    consumer.on('empty', () => this.#receiving.delete(consumer));
+    consumer.on('empty', () => {
+      this.#receiving.delete(consumer);
+      this.#receiveFailures.delete(consumer);
+    });
     consumer.on('message_received', (message) => this.#checkFifoGroups(o.queueUrl, [message], this.#logger));
     consumer.on('error', (error, messages) => {
       if (messages === undefined) this.#receiving.delete(consumer); // the receive failed
       // stop() aborts an idle long poll, or a held-back one, on purpose: that is not an SQS failure.
       if (this.#state !== 'running' && /aborted/i.test(`${error.message} ${(error.cause as Error)?.name}`))
         return;
+      if (messages === undefined) this.#receiveFailures.set(consumer, error);
       this.#sqsError('receive', error);
     });
     return consumer;
@@ -333,8 +372,8 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     }));
     this.#letGoWhileNotRunning = true;
     const letGo = (async () => {
-      const { errors } = await changeVisibility(o.sqs, o.queueUrl, entries, { timeoutMs: o.sqsTimeoutMs });
-      for (const error of errors) this.#sqsError('change_visibility', error);
+      const result = await changeVisibility(o.sqs, o.queueUrl, entries, { timeoutMs: o.sqsTimeoutMs });
+      for (const error of errorsOf('change_visibility', result)) this.#sqsError('change_visibility', error);
       this.#logger.info(
         paused ? 'received while paused: put back, not run' : 'received while stopping: put back, not run',
         {
@@ -375,12 +414,16 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     if (quorumLost) this.#pauseForQuorum();
   }
 
-  /** Stops polling until the quorum answers again, so receive counts are not burnt while Redis is down. */
+  /**
+   * Stops polling until a quorum accepts writes again, so receive counts are not burnt while Redis is
+   * down. Probed with a write (redlock.quorumStatus()), not a PING: a majority that answers but refuses
+   * writes (read-only replicas, MISCONF, OOM) would resume polling only to fail every lock again.
+   */
   #pauseForQuorum(): void {
     if (this.#pausing || this.#state !== 'running') return;
     this.#state = 'paused';
     this.emit('polling_paused', { reason: 'quorum_unavailable' });
-    this.#logger.warn('no Redis quorum: polling paused until it answers again');
+    this.#logger.warn('no Redis quorum: polling paused until a quorum accepts writes again');
     // New receives are held back; open ones are not aborted (an aborted receive stays open on the server
     // and would swallow the messages put back meanwhile): what they bring goes back (see #letGo).
     this.#closeReceiveGate();
@@ -393,7 +436,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         if (!status.available || this.#state !== 'paused') continue;
         this.#state = 'running';
         this.#openReceiveGate();
-        this.#logger.info('Redis quorum is back: polling resumed');
+        this.#logger.info('Redis quorum accepts writes again: polling resumed', { up: status.up });
         this.emit('polling_resumed');
       }
     })().finally(() => {

@@ -1,5 +1,5 @@
 import { createServer, type Socket } from 'node:net';
-import { SQSClient } from '@aws-sdk/client-sqs';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { SqsEnv } from './sqs.ts';
 
 /**
@@ -41,11 +41,7 @@ export interface FaultySqsOptions {
  * never answers; the rest reach fauxqs unchanged.
  */
 export function faultySqsClient(env: SqsEnv, blackHolePort: number, options: FaultySqsOptions): SQSClient {
-  const sqs = new SQSClient({
-    endpoint: env.endpoint,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-  });
+  const sqs = env.newClient();
   const calls = new Map<string, number>();
   sqs.middlewareStack.add(
     (next, context) => (args) => {

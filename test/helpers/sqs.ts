@@ -14,6 +14,8 @@ export interface SqsEnv {
   readonly sqs: SQSClient;
   /** The endpoint other processes set as AWS_ENDPOINT_URL_SQS. */
   readonly endpoint: string;
+  /** A new client on fauxqs, for a test's own middleware (the caller destroys it). */
+  newClient(): SQSClient;
   /** Creates a queue; with `maxReceiveCount`, also its DLQ and RedrivePolicy. */
   createQueue(
     name: string,
@@ -40,6 +42,7 @@ export async function startSqs(): Promise<SqsEnv> {
     server,
     sqs,
     endpoint: server.address,
+    newClient: () => new SQSClient({ endpoint: server.address, region: REGION, credentials: CREDENTIALS }),
     createQueue(name, options = {}) {
       const suffix = options.fifo ? '.fifo' : '';
       const fifoAttributes: Record<string, string> = options.fifo
@@ -102,6 +105,7 @@ export function useSqs(): SqsEnv {
     get endpoint() {
       return get().endpoint;
     },
+    newClient: () => get().newClient(),
     createQueue: (name, options) => get().createQueue(name, options),
     counts: (name) => get().counts(name),
     stop: () => get().stop(),

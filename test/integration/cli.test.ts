@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CLI_VARIABLES } from '../../src/runtime/cli.ts';
+import { cliEnv, inheritedEnv } from '../helpers/cli.ts';
 import { jobs } from '../helpers/handlers.ts';
 import { Ledger } from '../helpers/ledger.ts';
 import { eventually } from '../helpers/lock.ts';
@@ -22,26 +23,10 @@ const HANDLER = 'test/fixtures/cli-handler.ts';
 /** One JSON log line of the CLI's stdout. */
 type Line = { level?: string; message?: string } & Record<string, unknown>;
 
-/** The inherited environment without any variable the CLI reads, so the test's own settings rule. */
-function cleanEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  const ours = new Set([
-    ...CLI_VARIABLES.map((v) => v.name),
-    'AWS_ENDPOINT_URL',
-    'AWS_PROFILE',
-    'AWS_DEFAULT_REGION',
-    'AWS_CONFIG_FILE',
-  ]);
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value !== undefined && !ours.has(key)) env[key] = value;
-  }
-  return env;
-}
-
 /** The CLI as a child process (`node src/cli.ts ...args`), its log lines parsed. */
 class CliProcess extends NodeProcess<Line> {
   constructor(args: string[], env: Record<string, string>) {
-    super('CLI', [CLI, ...args], { ...cleanEnv(), ...env }, { waitForMs: 15_000 });
+    super('CLI', [CLI, ...args], { ...inheritedEnv(), ...env }, { waitForMs: 15_000 });
   }
 }
 
@@ -77,12 +62,7 @@ describe('sqs-redlock-worker CLI', () => {
 
   function workerEnv(queueUrl: string, prefix: string): Record<string, string> {
     return {
-      SQS_QUEUE_URL: queueUrl,
-      REDIS_URLS: redis.nodes.map((n) => n.url).join(','),
-      AWS_REGION: 'us-east-1',
-      AWS_ENDPOINT_URL_SQS: env.endpoint,
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
+      ...cliEnv(redis, env, queueUrl),
       LOCK_TTL_MS: '3000',
       BATCH_SIZE: '10',
       CONCURRENCY: '2',

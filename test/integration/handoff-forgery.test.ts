@@ -7,8 +7,8 @@ import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import winston from 'winston';
 import { ConfigError, type HandlerContext, type Redlock } from '../../src/index.ts';
-import { CLI_VARIABLES } from '../../src/runtime/cli.ts';
 import { type DispatchResult, LOCK_HANDOFF_ATTRIBUTES, Publisher } from '../../src/runtime/publisher.ts';
+import { cliEnv, inheritedEnv } from '../helpers/cli.ts';
 import { type Job, LedgerHandler } from '../helpers/handlers.ts';
 import { eventually, redlockOver, silentLogger } from '../helpers/lock.ts';
 import { NodeProcess, useProcesses } from '../helpers/processes.ts';
@@ -199,20 +199,12 @@ describe('lock handoff forgery', () => {
 
   it('the CLI adopts handoffs signed with HANDOFF_SECRET, ignores forged ones, and never logs the secret', async () => {
     const { queueUrl } = env.createQueue('cli');
-    const inherited = Object.fromEntries(
-      Object.entries(process.env).filter(([name]) => !CLI_VARIABLES.some((v) => v.name === name)),
-    );
     const cli = new NodeProcess<Record<string, unknown>>(
       'CLI',
       ['src/cli.ts', 'run', 'test/fixtures/cli-handler.ts'],
       {
-        ...inherited,
-        SQS_QUEUE_URL: queueUrl,
-        REDIS_URLS: redis.nodes.map((n) => n.url).join(','),
-        AWS_REGION: 'us-east-1',
-        AWS_ENDPOINT_URL_SQS: env.endpoint,
-        AWS_ACCESS_KEY_ID: 'test',
-        AWS_SECRET_ACCESS_KEY: 'test',
+        ...inheritedEnv(),
+        ...cliEnv(redis, env, queueUrl),
         LOCK_TTL_MS: '3000',
         SHUTDOWN_TIMEOUT_MS: '2000',
         LOG_LEVEL: 'info',

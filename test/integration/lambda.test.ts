@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type Message, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { type Message, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent, SQSMessageAttribute, SQSRecord, SQSRecordAttributes } from 'aws-lambda';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -272,15 +272,13 @@ describe('Lambda handler', () => {
     const queue = env.createQueue('lambda-poison', { maxReceiveCount: 5 });
     const ledger = new Ledger(ledgerClient, 'lambda-poison');
     const handler = new LedgerHandler(ledger);
-    const sqs = new SQSClient({
-      endpoint: env.endpoint,
-      region: REGION,
-      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    });
+    const sqs = env.newClient();
     let redrivePolicyReads = 0;
     sqs.middlewareStack.add(
       (next, context) => (args) => {
-        if (context.commandName === 'GetQueueAttributesCommand') redrivePolicyReads++;
+        const names = (args.input as { AttributeNames?: string[] }).AttributeNames ?? [];
+        if (context.commandName === 'GetQueueAttributesCommand' && names.includes('RedrivePolicy'))
+          redrivePolicyReads++;
         return next(args);
       },
       { step: 'initialize' },

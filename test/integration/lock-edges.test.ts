@@ -201,3 +201,34 @@ describe('Redlock edge cases: quit() and lock states', () => {
     }
   }, 30_000);
 });
+
+describe('Redlock edge cases: a reconnect that resends', () => {
+  const redis = useRedisNodes(3);
+
+  it('a release to a reconnecting node goes out once it is back, behind the acquire ioredis resends', async () => {
+    const { redlock, clients } = redlockOver(redis, { ttlMs: 10_000, commandTimeoutMs: 200 });
+    const admin = () => redis.nodes[2]?.client() as Redis;
+    try {
+      await eventually(async () => clients.every((c) => c.status === 'ready'));
+      // Node 2 stops answering, then dies with our acquire unanswered: ioredis keeps it to resend.
+      redis.nodes[2]?.pause();
+      await sleep(50);
+      const lock = await redlock.acquire('resent');
+      await redis.nodes[2]?.kill();
+      await eventually(async () => clients[2]?.status !== 'ready');
+      // Released while node 2 is away: the release waits for it to come back.
+      await lock.release();
+      await redis.nodes[2]?.restart();
+      await eventually(async () => clients[2]?.status === 'ready', 5_000);
+      // The resent acquire granted there, and the release behind it undid it, long before the 10 s TTL.
+      const probe = admin();
+      try {
+        await eventually(async () => (await probe.pttl('srw:{resent}:lock')) === -2, 2_000);
+      } finally {
+        probe.disconnect();
+      }
+    } finally {
+      await redlock.quit();
+    }
+  });
+});

@@ -1,8 +1,10 @@
+import { ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, isLock, Lock, LockLostError, type Redlock } from '../../src/index.ts';
 import { ADOPT_SCRIPT } from '../../src/lock/adopt.ts';
 import {
+  DELAY_MARGIN_MS,
   type DispatchResult,
   LOCK_HANDOFF_ATTRIBUTES,
   lockHandoffAttributes,
@@ -232,5 +234,46 @@ describe('Publisher with lock handoff', () => {
     await locks[2]?.release();
     // The original grants were handed over: their owner values no longer hold anything.
     await redlock.releaseMany(grants);
+  });
+
+  it('refuses a per-message delaySeconds on a FIFO queue before taking the lock', async () => {
+    const { queueUrl } = env.createQueue('delay-fifo', { fifo: true });
+    const publisher = publisherFor(queueUrl);
+    const failure = await publisher
+      .dispatch({ taskKey: 'fifo-delay:1', body: task('f1'), delaySeconds: 5, messageGroupId: 'g' })
+      .catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(ConfigError);
+    expect((failure as ConfigError).message).toMatch(/delaySeconds.*FIFO/);
+    // Nothing was locked: the same task dispatches at once without the delay (0 is allowed too).
+    sent(
+      await publisher.dispatch({
+        taskKey: 'fifo-delay:1',
+        body: task('f1'),
+        delaySeconds: 0,
+        messageGroupId: 'g',
+      }),
+    );
+  });
+
+  it("keeps the pending window a margin above the delay, the queue's own DelaySeconds included", async () => {
+    const { queueUrl } = env.server.createQueue('delay-queue', { attributes: { DelaySeconds: '2' } });
+    const publisher = publisherFor(queueUrl);
+    // The queue's 2 s delay applies to a message given none: a 1.5 s window would expire before it is visible.
+    await expect(publisher.dispatch({ taskKey: 'qd:1', body: task('q1'), ttlMs: 1_500 })).rejects.toThrow(
+      /ttlMs.*queue's DelaySeconds/,
+    );
+    // Above the delay but within the margin a worker needs to receive and adopt it.
+    await expect(
+      publisher.dispatch({ taskKey: 'qd:1', body: task('q1'), ttlMs: 2_000 + DELAY_MARGIN_MS - 1 }),
+    ).rejects.toBeInstanceOf(ConfigError);
+    await expect(
+      publisher.dispatch({ taskKey: 'qd:1', body: task('q1'), delaySeconds: 3, ttlMs: 4_000 }),
+    ).rejects.toThrow(/ttlMs.*delaySeconds/);
+    // A message's own delaySeconds: 0 replaces the queue's: sent, and visible at once.
+    sent(await publisher.dispatch({ taskKey: 'qd:1', body: task('q1'), delaySeconds: 0, ttlMs: 1_000 }));
+    const { Messages } = await env.sqs.send(
+      new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0, MaxNumberOfMessages: 1 }),
+    );
+    expect(Messages?.map((m) => m.Body)).toEqual([task('q1')]);
   });
 });

@@ -1,4 +1,4 @@
-import { type Message, SQSClient } from '@aws-sdk/client-sqs';
+import type { Message } from '@aws-sdk/client-sqs';
 import type { SQSEvent, SQSRecordAttributes } from 'aws-lambda';
 import { afterEach, describe, expect, it } from 'vitest';
 import winston from 'winston';
@@ -73,11 +73,7 @@ describe('Runtime edge cases (an adversarial review of issue 9)', () => {
     const { queueUrl } = env.createQueue('review-hb-race', { visibilityTimeoutSec: 6 });
     // A real client whose heartbeat calls (VisibilityTimeout = the full 6 s) reach fauxqs 400 ms late,
     // as a retried or queued request does; the bound (min(sqsTimeoutMs, interval) = 2 s) lets it through.
-    const sqs = new SQSClient({
-      endpoint: env.endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    });
+    const sqs = env.newClient();
     let beatsInFlight = 0;
     let beatSent: () => void = () => {};
     const firstBeat = new Promise<void>((resolve) => {

@@ -337,6 +337,7 @@ describe('helpText', () => {
       'HANDOFF_SECRET',
       'LOG_LEVEL',
       'METRICS_PORT',
+      'METRICS_HOST',
     ];
     expect(CLI_VARIABLES.map((v) => v.name)).toEqual(names);
     for (const v of CLI_VARIABLES) {

@@ -1,11 +1,16 @@
 import { EventEmitter } from 'node:events';
 import { Agent, request } from 'node:http';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LockLostError } from '../../src/errors.ts';
 import type { QuorumStatus, RedlockEvents } from '../../src/lock/redlock.ts';
 import type { WorkerEvents } from '../../src/observability/events.ts';
 import { checkReadiness, type MetricsServer, startMetricsServer } from '../../src/observability/http.ts';
-import { createMetrics, type Metrics, type MetricsRedlock } from '../../src/observability/metrics.ts';
+import {
+  createMetrics,
+  EXPIRED_LOSS_WAIT_MS,
+  type Metrics,
+  type MetricsRedlock,
+} from '../../src/observability/metrics.ts';
 import type { WorkerState } from '../../src/runtime/worker.ts';
 
 class FakeWorker extends EventEmitter<WorkerEvents> {
@@ -163,18 +168,80 @@ describe('createMetrics', () => {
     const worker = new FakeWorker();
     const redlock = new FakeRedlock();
     metrics.attach(worker, asRedlock(redlock));
-    const lost = (reason: 'expired' | 'not_owner') => ({
+    const lost = (reason: 'expired' | 'not_owner', fencingToken: number) => ({
       key: 'k',
-      fencingToken: 1,
-      error: new LockLostError('k', 1, reason, 'test'),
+      fencingToken,
+      error: new LockLostError('k', fencingToken, reason, 'test'),
     });
-    redlock.emit('lock_lost', lost('expired'));
-    redlock.emit('lock_lost', lost('expired'));
-    redlock.emit('lock_lost', lost('not_owner'));
+    redlock.emit('lock_lost', lost('expired', 1));
+    redlock.emit('lock_lost', lost('expired', 2));
+    redlock.emit('lock_lost', lost('not_owner', 3));
+    // An expiry counts once its message settled otherwise than processed.
+    worker.emit('lock_lost', { ...event, lockKey: 'k', fencingToken: 1, error: lost('expired', 1).error });
+    worker.emit('handler_error', {
+      ...event,
+      lockKey: 'k',
+      fencingToken: 2,
+      error: new Error('boom'),
+      receiveCount: 1,
+      retryInSec: 2,
+    });
     worker.emit('sqs_error', { operation: 'receive', error: new Error('x') });
     expect(await value(metrics, 'sqs_redlock_locks_lost_total', { reason: 'expired' })).toBe(2);
     expect(await value(metrics, 'sqs_redlock_locks_lost_total', { reason: 'not_owner' })).toBe(1);
     expect(await value(metrics, 'sqs_redlock_sqs_errors_total', { operation: 'receive' })).toBe(1);
+  });
+
+  it('does not count as lost an expired lock whose late success was taken back and completed', async () => {
+    const metrics = createMetrics();
+    const worker = new FakeWorker();
+    const redlock = new FakeRedlock();
+    metrics.attach(worker, asRedlock(redlock));
+    const expired = (fencingToken: number) => ({
+      key: 'k',
+      fencingToken,
+      error: new LockLostError('k', fencingToken, 'expired', 'validity ended'),
+    });
+    // Validity ran out while the handler ran; no one claimed the key: completed, processed.
+    redlock.emit('lock_lost', expired(7));
+    worker.emit('message_processed', {
+      ...event,
+      lockKey: 'k',
+      fencingToken: 7,
+      durationMs: 10,
+      marked: true,
+    });
+    expect(await value(metrics, 'sqs_redlock_locks_lost_total', { reason: 'expired' })).toBeUndefined();
+    // A late success that someone claimed meanwhile is a loss, counted once for both reports.
+    redlock.emit('lock_lost', expired(8));
+    worker.emit('lock_lost', { ...event, lockKey: 'k', fencingToken: 8, error: expired(8).error });
+    redlock.emit('lock_lost', expired(8));
+    // A message released (FIFO order, shutdown) under an expired lock: lost too.
+    redlock.emit('lock_lost', expired(9));
+    worker.emit('message_released', { ...event, lockKey: 'k', reason: 'shutdown' });
+    // A loss only the worker saw (the lock ran out before its handler started) counts as well.
+    worker.emit('lock_lost', { ...event, lockKey: 'k', fencingToken: 10, error: expired(10).error });
+    expect(await value(metrics, 'sqs_redlock_locks_lost_total', { reason: 'expired' })).toBe(3);
+  });
+
+  it('counts an expired lock no message settles under after the wait', async () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    try {
+      const metrics = createMetrics();
+      const worker = new FakeWorker();
+      const redlock = new FakeRedlock();
+      metrics.attach(worker, asRedlock(redlock));
+      redlock.emit('lock_lost', {
+        key: 'own',
+        fencingToken: 1,
+        error: new LockLostError('own', 1, 'expired', 'x'),
+      });
+      expect(await value(metrics, 'sqs_redlock_locks_lost_total', { reason: 'expired' })).toBeUndefined();
+      vi.advanceTimersByTime(EXPIRED_LOSS_WAIT_MS);
+      expect(await value(metrics, 'sqs_redlock_locks_lost_total', { reason: 'expired' })).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('detaches: no more counting, no gauges; one worker per Metrics', async () => {
@@ -226,6 +293,7 @@ describe('startMetricsServer', () => {
       registry: metrics.registry,
       worker,
       redlock,
+      quorumCacheMs: 0, // each request sees the status the test just set
     });
     servers.push(server);
     const url = (p: string) => `http://127.0.0.1:${server.port}${p}`;
