@@ -22,7 +22,7 @@ import {
   toAdoptRefusal,
 } from './adopt.ts';
 import { completeBatch } from './complete.ts';
-import type { QuorumContext } from './context.ts';
+import { keysOf, type QuorumContext } from './context.ts';
 import { type ExtendVerdict, extendBatch } from './extend.ts';
 import { LockExtender } from './extender.ts';
 import { Lock, type LockEngine } from './lock.ts';
@@ -146,7 +146,8 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     this.quorum = quorumOf(this.nodes.length);
     const now = (): number => performance.now();
     this.#ctx = { nodes: this.nodes, quorum: this.quorum, options: this.options, now };
-    this.#probeKey = `${this.options.keyPrefix}{probe}:${randomUUID()}`;
+    // Shaped like a lock key, so an ACL that allows the lock's keys allows the probe's too.
+    this.#probeKey = keysOf(this.options.keyPrefix, `probe:${randomUUID()}`).lock;
     this.#engine = {
       extendLocks: (locks) => this.#extendLocks(locks),
       releaseLocks: (locks) => this.releaseMany(locks),

@@ -18,7 +18,7 @@ import { createMetrics } from '../observability/metrics.ts';
 import { serializeError } from '../observability/serialize.ts';
 import { checkHandoffSecret, HANDOFF_SECRET_MIN_LENGTH } from '../validate.ts';
 import { maxCompletionWindowMs, WORKER_DEFAULTS } from './options.ts';
-import { Worker } from './worker.ts';
+import { receiveWaitMs, Worker } from './worker.ts';
 
 export const COMMAND = 'sqs-redlock-worker';
 
@@ -671,8 +671,25 @@ async function run(
       fatal(logger, stderr, `shutdown: ${name} failed`, error);
     }
   };
+  // Bounded in two phases: stop() gets SHUTDOWN_TIMEOUT_MS (or, if longer, the wait for a receive it
+  // left open, so that what it let go is not swallowed) and the slack; what follows it (a hung close())
+  // gets the slack from the moment stop() ended. Past either, the process exits 1 without the rest.
+  const stopBoundMs =
+    Math.max(config.shutdownTimeoutMs, receiveWaitMs(WORKER_DEFAULTS.waitTimeSeconds)) + SHUTDOWN_SLACK_MS;
+  let deadline: NodeJS.Timeout | undefined;
+  let boundMs = stopBoundMs;
+  let arm: (ms: number) => void = () => {};
+  const late = new Promise<'late'>((resolve) => {
+    arm = (ms) => {
+      clearTimeout(deadline);
+      boundMs = ms;
+      deadline = setTimeout(() => resolve('late'), ms);
+    };
+  });
   const shutdown = async (): Promise<void> => {
     await step('worker.stop', () => worker?.stop({ timeoutMs: config.shutdownTimeoutMs }));
+    // The slack, but never past the whole bound: the platform's SIGKILL does not wait.
+    arm(Math.max(0, Math.min(SHUTDOWN_SLACK_MS, shutdownStarted + stopBoundMs - performance.now())));
     // The handler's own resources (a database pool, a client), once no handler runs any more.
     await step('handler.close', () => closeHandler(handler));
     // Closes the clients; without a Redlock, just closes them. quit() releases no lock still held: a
@@ -685,16 +702,12 @@ async function run(
     await step('metrics server close', () => server?.close());
     detachMetrics?.();
   };
-  // The whole shutdown is bounded: the drain gets SHUTDOWN_TIMEOUT_MS, all the rest (a hung close(),
-  // a receive that does not answer) SHUTDOWN_SLACK_MS; past that the process exits 1 without them.
-  const hardDeadlineMs = config.shutdownTimeoutMs + SHUTDOWN_SLACK_MS;
-  let deadline: NodeJS.Timeout | undefined;
+  const shutdownStarted = performance.now();
+  arm(stopBoundMs);
   const ended = await Promise.race([
     shutdown().then(() => 'done' as const),
     stop.forced.then((signal) => ({ forced: signal })),
-    new Promise<'late'>((resolve) => {
-      deadline = setTimeout(() => resolve('late'), hardDeadlineMs);
-    }),
+    late,
   ]);
   clearTimeout(deadline);
   stop.uninstall();
@@ -707,7 +720,7 @@ async function run(
   }
 
   if (ended === 'late') {
-    logger.error('shutdown did not finish in time', { timeoutMs: hardDeadlineMs });
+    logger.error('shutdown did not finish in time', { timeoutMs: boundMs });
     return 1;
   }
   if (ended !== 'done') {

@@ -248,12 +248,21 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
       });
       const dlq = await withinMs(deadLetterQueueUrl, budgetMs());
       const outcomes = [...ended.splice(0), ...(returned === ABANDONED ? [] : returned)];
-      // Every record lacked a quorum: an outage, not a bad message. A short backoff would burn a receive
-      // every few seconds and drain the queue into the DLQ while Redis is down; give each the longest.
+      // Every record that reached the lock step lacked a quorum: an outage, not a bad message. A short
+      // backoff would burn a receive every few seconds and drain the queue into the DLQ while Redis is
+      // down; give each the longest. Poison and duplicates never reach the lock, so one of them in the
+      // batch does not hide the outage.
+      const locking = outcomes.filter(
+        ({ outcome }) => outcome.kind !== 'poison' && outcome.kind !== 'duplicate',
+      );
       const outage =
         returned !== ABANDONED &&
         outcomes.length === messages.length &&
-        outcomes.every(({ outcome }) => outcome.kind === 'quorum');
+        locking.length > 0 &&
+        locking.every(({ outcome }) => outcome.kind === 'quorum');
+      // Only a batch of nothing but quorum failures fails the invocation: a thrown invocation brings
+      // back every record, and poison already dead-lettered would be sent again.
+      const pureOutage = outage && locking.length === outcomes.length;
       const longestSec = Math.min(o.retryMaxSec, OUTAGE_BACKOFF_MAX_SEC);
       const settler = outage
         ? settlerWith(dlq, budgetMs(), {
@@ -291,6 +300,13 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
       for (const { outcome } of outcomes) kinds[outcome.kind] = (kinds[outcome.kind] ?? 0) + 1;
       logger.debug('batch settled', { received: messages.length, failed: failed.length, outcomes: kinds });
       if (!outage) return { failed };
+      if (!pureOutage) {
+        logger.error('no Redis quorum for any record that needed a lock: they back off as long as allowed', {
+          records: locking.length,
+          retryInSec: longestSec,
+        });
+        return { failed };
+      }
       const failedNodes = [
         ...new Set(outcomes.flatMap(({ outcome }) => (outcome.kind === 'quorum' ? outcome.failedNodes : []))),
       ];

@@ -218,7 +218,11 @@ function reportRefused(
  */
 const maxSizes = new WeakMap<SQSClient, Map<string, Promise<number>>>();
 
-async function maximumMessageSize(ctx: SettleContext, queueUrl: string): Promise<number | undefined> {
+async function maximumMessageSize(
+  ctx: SettleContext,
+  queueUrl: string,
+  step: AbortSignal,
+): Promise<number | undefined> {
   let known = maxSizes.get(ctx.sqs);
   if (!known) {
     known = new Map();
@@ -226,7 +230,7 @@ async function maximumMessageSize(ctx: SettleContext, queueUrl: string): Promise
   }
   let read = known.get(queueUrl);
   if (!read) {
-    read = readMaximumMessageSize(ctx.sqs, queueUrl, { timeoutMs: ctx.sqsTimeoutMs });
+    read = readMaximumMessageSize(ctx.sqs, queueUrl, { timeoutMs: ctx.sqsTimeoutMs, signal: step });
     known.set(queueUrl, read);
   }
   try {
@@ -260,9 +264,20 @@ async function deadLetter(
     return false;
   }
   try {
-    const maxBytes = await maximumMessageSize(ctx, queueUrl);
+    // One deadline for the whole step (the size read, the send, a resend), not one per call: the step
+    // takes at most sqsTimeoutMs, as each of the other settle steps does (Lambda counts on it).
+    const step = AbortSignal.timeout(ctx.sqsTimeoutMs);
+    const maxBytes = await maximumMessageSize(ctx, queueUrl, step);
     const send = (limit: number) =>
-      sendToDeadLetter(ctx.sqs, queueUrl, message, reason, error, { timeoutMs: ctx.sqsTimeoutMs }, limit);
+      sendToDeadLetter(
+        ctx.sqs,
+        queueUrl,
+        message,
+        reason,
+        error,
+        { timeoutMs: ctx.sqsTimeoutMs, signal: step },
+        limit,
+      );
     let result = await send(maxBytes ?? ASSUMED_MAX_MESSAGE_BYTES);
     // Our guess of the limit was too small, perhaps: the original alone may still pass.
     if (!result.sent && maxBytes === undefined) {

@@ -316,10 +316,6 @@ export async function sendToDeadLetter(
   const body = message.Body ?? '';
   const errorText = error === undefined ? undefined : JSON.stringify(serializeError(error));
   const forms = deadLetterForms(message, reason, errorText, maxBytes);
-  if (forms.length === 0) {
-    const sizeBytes = messageSize(body, originalAttributes(message));
-    return { sent: false, sizeBytes, maxBytes };
-  }
   const fifo = deadLetterQueueUrl.endsWith('.fifo');
   const send = (attributes: Record<string, MessageAttributeValue>): Promise<unknown> =>
     sqs.send(
@@ -336,6 +332,22 @@ export async function sendToDeadLetter(
       }),
       { abortSignal: abortSignalOf(deadline) },
     );
+  if (forms.length === 0) {
+    const original = originalAttributes(message);
+    const sizeBytes = messageSize(body, original);
+    // Binary values are counted as their base64 text, which may be more than SQS counts: with any,
+    // let SQS decide on the original alone (a message kept here may be lost to retention one day).
+    const binary = Object.values(original).some((v) => v.BinaryValue !== undefined);
+    if (!binary || Object.keys(original).length > SQS_ATTRIBUTE_LIMIT)
+      return { sent: false, sizeBytes, maxBytes };
+    try {
+      await send(original);
+      return { sent: true, fit: 'original' };
+    } catch (sendError) {
+      if (!isTooLarge(sendError)) throw sendError;
+      return { sent: false, sizeBytes, maxBytes };
+    }
+  }
   const [first, ...smaller] = forms as [DeadLetterForm, ...DeadLetterForm[]];
   const smallest = smaller.at(-1);
   try {

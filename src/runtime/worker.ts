@@ -206,7 +206,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   async #stop(timeoutMs: number): Promise<void> {
     this.#state = 'stopping';
     this.#closeReceiveGate();
-    const receivesDue = performance.now() + this.options.waitTimeSeconds * 1000 + RECEIVE_MARGIN_MS;
+    const receivesDue = performance.now() + receiveWaitMs(this.options.waitTimeSeconds);
     this.#receivesDue = receivesDue;
     // Nothing in flight: nothing this worker lets go can fall into an aborted poll, so end it now.
     if (this.#batches.size === 0) this.#endPolling();
@@ -454,6 +454,14 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
 const SHUTDOWN_GRACE_MS = 500;
 /** How much longer than waitTimeSeconds a receive may take to answer (network, a slow endpoint). */
 const RECEIVE_MARGIN_MS = 3_000;
+
+/**
+ * The longest stop() waits for a receive it left open (counted from the start of stop, alongside the
+ * drain): a process that bounds its shutdown must allow at least this much.
+ */
+export function receiveWaitMs(waitTimeSeconds: number): number {
+  return waitTimeSeconds * 1000 + RECEIVE_MARGIN_MS;
+}
 
 function sleep(ms: number): Promise<void> {
   // Not unref'd: a paused or stopping worker must keep the process alive.
