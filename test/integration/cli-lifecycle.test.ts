@@ -116,6 +116,20 @@ describe('sqs-redlock-worker CLI lifecycle', () => {
     });
   });
 
+  it('a second signal during the shutdown exits at once, with 128 + its number', async () => {
+    const { queueUrl } = env.createQueue('life-second-signal');
+    // close() hangs: the first SIGTERM's shutdown would take the whole slack.
+    const p = cli({ ...baseEnv(queueUrl), CLOSE_BEHAVIOUR: 'hang' });
+    await p.waitFor(byMessage('worker started'));
+    p.child.kill('SIGTERM');
+    await p.waitFor(byMessage('SIGTERM received: shutting down'));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const { exit, tookMs } = await signalAndTime(p, 'SIGINT', 5_000);
+    expect(exit).toEqual({ code: 130, signal: null });
+    expect(tookMs).toBeLessThan(1_000);
+    expect(p.lines.find(byMessage('second SIGINT: exiting without finishing the shutdown'))).toBeTruthy();
+  });
+
   it('an uncaught error during the shutdown: logged, the shutdown goes on, exit 1', async () => {
     const { queueUrl } = env.createQueue('life-uncaught-close');
     const p = cli({ ...baseEnv(queueUrl), CLOSE_BEHAVIOUR: 'uncaught' });
