@@ -213,6 +213,13 @@ export class FaultProxy {
   }
 
   /** Forwards at once again; what a black hole held is delivered now, in order. */
+  /** Starts one of the schedules' proxy faults (`delayMs` for 'delay'). */
+  startFault(fault: 'blackhole' | 'refuse' | 'delay', delayMs: number): void {
+    if (fault === 'blackhole') this.blackHole();
+    else if (fault === 'refuse') this.refuse();
+    else this.delay(delayMs);
+  }
+
   heal(): void {
     this.#mode = { kind: 'pass' };
     for (const link of this.#links) {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import type { Logger } from 'winston';
 import { Redlock, type RedlockOptions } from '../../src/index.ts';
 import { ACQUIRE_SCRIPT } from '../../src/lock/acquire.ts';
@@ -97,4 +97,31 @@ export async function loadScripts(clients: readonly Redis[]): Promise<void> {
     RECLAIM_SCRIPT,
   ];
   await Promise.all(clients.flatMap((client) => scripts.map((script) => client.script('LOAD', script.lua))));
+}
+
+/**
+ * A Redlock over a one-node Redis Cluster and two plain nodes, the first plain node killed: every
+ * decision needs the Cluster node's answer. `done()` restarts that node and quits the Redlock.
+ */
+export async function clusterMajority(
+  cluster: RedisNodes,
+  plain: RedisNodes,
+): Promise<{ redlock: Redlock; done(): Promise<void> }> {
+  const clusterClient = new Redis.Cluster([{ host: '127.0.0.1', port: cluster.nodes[0]?.port ?? 0 }], {
+    redisOptions: { maxRetriesPerRequest: 1 },
+  });
+  clusterClient.on('error', () => undefined);
+  const redlock = new Redlock([clusterClient, ...plain.clients()], {
+    commandTimeoutMs: 200,
+    logger: silentLogger,
+  });
+  await eventually(async () => clusterClient.status === 'ready');
+  await plain.nodes[0]?.kill();
+  return {
+    redlock,
+    async done() {
+      await plain.nodes[0]?.restart();
+      await redlock.quit();
+    },
+  };
 }

@@ -2,7 +2,14 @@ import { Redis } from 'ioredis';
 import { describe, expect, it, vi } from 'vitest';
 import type { Logger } from 'winston';
 import { isLock, Redlock } from '../../src/index.ts';
-import { eventually, loadScripts, redlockOver, scriptCalls, silentLogger } from '../helpers/lock.ts';
+import {
+  clusterMajority,
+  eventually,
+  loadScripts,
+  redlockOver,
+  scriptCalls,
+  silentLogger,
+} from '../helpers/lock.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 
 describe('fencing tokens and completion markers across majorities', () => {
@@ -96,17 +103,8 @@ describe('node kinds', () => {
   const cluster = useRedisNodes(1, { cluster: true });
 
   it('works with a node that is a Redis Cluster, batching keys of different slots', async () => {
-    const clusterClient = new Redis.Cluster([{ host: '127.0.0.1', port: cluster.nodes[0]?.port ?? 0 }], {
-      redisOptions: { maxRetriesPerRequest: 1 },
-    });
-    clusterClient.on('error', () => undefined);
-    const redlock = new Redlock([clusterClient, ...plain.clients()], {
-      commandTimeoutMs: 200,
-      logger: silentLogger,
-    });
-    await eventually(async () => clusterClient.status === 'ready');
+    const { redlock, done } = await clusterMajority(cluster, plain);
     // One plain node down: every grant and marker now needs the cluster node's answer.
-    await plain.nodes[0]?.kill();
     try {
       const keys = ['slot:a', 'slot:b', 'slot:c', 'slot:d'];
       const locks = (await redlock.acquireMany(keys)).filter(isLock);
@@ -115,8 +113,7 @@ describe('node kinds', () => {
       const again = await redlock.acquireMany(keys, { retryCount: 0 });
       expect(again.map((r) => !isLock(r) && r.reason)).toEqual(['done', 'done', 'done', 'done']);
     } finally {
-      await plain.nodes[0]?.restart();
-      await redlock.quit();
+      await done();
     }
   });
 

@@ -1,7 +1,7 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { isLock, type Lock, Redlock } from '../../src/index.ts';
-import { eventually, redlockOver, silentLogger, sleep } from '../helpers/lock.ts';
+import { isLock, type Lock } from '../../src/index.ts';
+import { clusterMajority, eventually, redlockOver, sleep } from '../helpers/lock.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 
 // Edge cases of the two-key lock engine, each a problem found in an adversarial review (issue 9).
@@ -86,16 +86,7 @@ describe('Redlock edge cases: a Cluster node and keys of two slots', () => {
   const cluster = useRedisNodes(1, { cluster: true });
 
   it('refuses only the cross-slot target, not every lock of the batch on that node', async () => {
-    const clusterClient = new Redis.Cluster([{ host: '127.0.0.1', port: cluster.nodes[0]?.port ?? 0 }], {
-      redisOptions: { maxRetriesPerRequest: 1 },
-    });
-    clusterClient.on('error', () => undefined);
-    const redlock = new Redlock([clusterClient, ...plain.clients()], {
-      commandTimeoutMs: 200,
-      logger: silentLogger,
-    });
-    await eventually(async () => clusterClient.status === 'ready');
-    await plain.nodes[0]?.kill();
+    const { redlock, done } = await clusterMajority(cluster, plain);
     try {
       // 'same' has one slot for its lock and marker; the other (lock key != idempotency key) has two.
       const results = await redlock.acquireMany(['same', { key: 'order:C', idempotencyKey: 'op:C1' }], {
@@ -104,8 +95,7 @@ describe('Redlock edge cases: a Cluster node and keys of two slots', () => {
       const [same] = results;
       expect(same && (isLock(same) ? 'granted' : `${same.reason}: ${same.detail}`)).toBe('granted');
     } finally {
-      await plain.nodes[0]?.restart();
-      await redlock.quit();
+      await done();
     }
   });
 });

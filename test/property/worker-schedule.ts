@@ -470,9 +470,7 @@ export async function runWorkerPlan(
               note(
                 `proxy ${s.node}: ${s.fault}${s.fault === 'delay' ? ` ${s.delayMs} ms` : ''} for ${s.durationMs} ms`,
               );
-              if (s.fault === 'blackhole') proxy.blackHole();
-              else if (s.fault === 'refuse') proxy.refuse();
-              else proxy.delay(s.delayMs);
+              proxy.startFault(s.fault, s.delayMs);
             },
             async () => {
               note(`proxy ${s.node}: healed`);
