@@ -5,10 +5,9 @@
  * A short run is part of `npm test`; `npm run fuzz -- --runs N` runs N schedules (see fuzz/run.ts).
  * A failing schedule shrinks and prints its seed and path: replay it with
  * `npm run fuzz -- --seed S --path P`. Environment: PROPERTY_RUNS, PROPERTY_SEED, PROPERTY_PATH,
- * PROPERTY_SHRINK_MS (how long shrinking may go on), PROPERTY_VERBOSE (a line per run), PROPERTY_SABOTAGE_MS
+ * PROPERTY_SHRINK_MS, PROPERTY_VERBOSE, PROPERTY_REPORT (see run-property.ts), and PROPERTY_SABOTAGE_MS
  * (actors overstate their validity: every contended run must then fail, a check of the checker).
  */
-import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FaultProxy, startFaultProxies } from '../helpers/fault-proxy.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
@@ -23,11 +22,15 @@ import {
   runPlan,
   spawnActor,
 } from './lock-schedule.ts';
+import {
+  describeTally,
+  propertySettings,
+  propertyTimeoutMs,
+  runProperty,
+  type Tally,
+} from './run-property.ts';
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 5);
-const SEED = process.env.PROPERTY_SEED === undefined ? undefined : Number(process.env.PROPERTY_SEED);
-const PATH = process.env.PROPERTY_PATH;
-const SHRINK_MS = Number(process.env.PROPERTY_SHRINK_MS ?? 120_000);
+const SETTINGS = propertySettings(5);
 /** A self-check of the whole loop: actors overstate their validity by this much, so runs must fail and shrink. */
 const SABOTAGE_MS = Number(process.env.PROPERTY_SABOTAGE_MS ?? 0);
 /** A schedule takes about 1 to 5 s; shrinking reruns it many times. */
@@ -54,17 +57,19 @@ describe('Redlock under random fault schedules', () => {
   });
 
   /** Runs one plan and throws, with the whole trail, if the history breaks a rule. */
-  async function check(plan: Plan): Promise<void> {
+  async function check(plan: Plan): Promise<Tally> {
     const env: Environment = { redis, proxies, actors };
     const history = await runPlan(env, plan, `run${runs++}`, { overstateValidityMs: SABOTAGE_MS });
     const violations = checkHistory(history, { clockSlackMs: 1, boundSlackMs: 400 });
-    if (process.env.PROPERTY_VERBOSE) process.stderr.write(`${summarize(history, violations.length)}\n`);
+    const tally = tallyHistory(history);
+    if (SETTINGS.verbose) process.stderr.write(`${describeTally(tally)}, violations ${violations.length}\n`);
     if (violations.length > 0) {
       throw new Error(
         `${violations.length} violation(s):\n${violations.map((v) => `  [${v.rule}] ${v.detail}`).join('\n')}\n` +
           `history:\n${describeHistory(history)}`,
       );
     }
+    return tally;
   }
 
   it('catches a holder that claims more validity than it has (a sabotaged actor, one fixed schedule)', async () => {
@@ -89,31 +94,28 @@ describe('Redlock under random fault schedules', () => {
   });
 
   it(
-    `keeps its promises over ${RUNS} random schedules of calls, partitions, pauses, kills and stalls`,
-    async () => {
-      await fc.assert(fc.asyncProperty(planArbitrary, check), {
-        numRuns: RUNS,
-        ...(SEED === undefined ? {} : { seed: SEED }),
-        ...(PATH === undefined ? {} : { path: PATH }),
-        // Shrinking reruns real schedules: bounded, and what it found so far is reported.
-        interruptAfterTimeLimit: RUNS * PER_RUN_MS + SHRINK_MS,
-        markInterruptAsFailure: false,
-      });
-    },
-    RUNS * PER_RUN_MS + SHRINK_MS + 30_000,
+    `keeps its promises over ${SETTINGS.runs} random schedules of calls, partitions, pauses, kills and stalls`,
+    () => runProperty('lock', planArbitrary, check, SETTINGS, PER_RUN_MS),
+    propertyTimeoutMs(SETTINGS, PER_RUN_MS),
   );
 });
 
-/** One line per run: how much of the engine a schedule exercised. */
-function summarize(history: History, violations: number): string {
+/** What a schedule exercised of the engine. */
+function tallyHistory(history: History): Tally {
   const count = (op: string, outcome?: string): number =>
     history.calls.filter((c) => c.op === op && (outcome === undefined || c.outcome === outcome)).length;
   const late = history.calls.filter((c) => c.op === 'complete' && c.heldAtCall === false);
-  return [
-    `acquires ${count('acquire')} (granted ${count('acquire', 'granted')}, held ${count('acquire', 'held')}, done ${count('acquire', 'done')}, quorum ${count('acquire', 'quorum')})`,
-    `completes ${count('complete')} (ok ${count('complete', 'ok')}; late ${late.length}, late ok ${late.filter((c) => c.outcome === 'ok').length})`,
-    `lost ${history.locks.filter((l) => l.abortedAt !== undefined).length}`,
-    `stops ${history.stops.length}`,
-    `violations ${violations}`,
-  ].join(', ');
+  return {
+    acquires: count('acquire'),
+    granted: count('acquire', 'granted'),
+    held: count('acquire', 'held'),
+    done: count('acquire', 'done'),
+    quorum: count('acquire', 'quorum'),
+    completes: count('complete'),
+    'completes ok': count('complete', 'ok'),
+    'late completes': late.length,
+    'late completes ok': late.filter((c) => c.outcome === 'ok').length,
+    'locks lost': history.locks.filter((l) => l.abortedAt !== undefined).length,
+    stops: history.stops.length,
+  };
 }

@@ -19,6 +19,7 @@ import { eventually, sleep, sleepUnlessAborted } from '../helpers/lock.ts';
 import type { RedisNodes } from '../helpers/redis-nodes.ts';
 import { type SqsEnv, sendMessages } from '../helpers/sqs.ts';
 import { type StartedWorker, workerFactory } from '../helpers/worker.ts';
+import type { Tally } from './run-property.ts';
 import { FAULTED_COMMANDS, type FaultedCommand, FaultySqs, type SqsFaultMode } from './worker-sqs-faults.ts';
 
 export const NODES = 3;
@@ -692,16 +693,25 @@ export function describeRun(run: WorkerRun): string {
 }
 
 /** One line per run: how much of the Worker a schedule exercised. */
-export function summarizeRun(run: WorkerRun, violations: number): string {
+/** What a schedule exercised, as counts. */
+export function tallyRun(run: WorkerRun): Tally {
   const count = (name: keyof StartedWorker['events']): number =>
     run.workers.reduce((n, w) => n + w.events[name].length, 0);
   const twice = appliedTwice(run);
-  return [
-    `${run.plan.fifo ? 'fifo' : 'std'} ${run.sent.length} msgs, ${run.plan.workers.length} workers, ${run.plan.steps.length} steps`,
-    `drain ${run.drainMs} ms`,
-    `processed ${count('message_processed')}, dup ${count('duplicate_skipped')}, contended ${count('lock_contended')}, quorum ${count('quorum_unavailable')}, lost-lock ${count('lock_lost')}, released ${count('message_released')}, sqs errors ${count('sqs_error')}`,
-    `twice ${twice.length} (said so ${twice.filter((t) => t.saidSo).length})`,
-    `injected ${[...run.injected.values()].reduce((a, b) => a + b, 0)}`,
-    `violations ${violations}`,
-  ].join(', ');
+  return {
+    [run.plan.fifo ? 'fifo runs' : 'standard runs']: 1,
+    messages: run.sent.length,
+    steps: run.plan.steps.length,
+    'drain ms': run.drainMs,
+    processed: count('message_processed'),
+    duplicates: count('duplicate_skipped'),
+    contended: count('lock_contended'),
+    'quorum unavailable': count('quorum_unavailable'),
+    'locks lost': count('lock_lost'),
+    released: count('message_released'),
+    'sqs errors': count('sqs_error'),
+    'applied twice': twice.length,
+    'applied twice, said so': twice.filter((t) => t.saidSo).length,
+    'faults injected': [...run.injected.values()].reduce((a, b) => a + b, 0),
+  };
 }

@@ -5,31 +5,33 @@
  *
  * A short run is part of `npm test`; `npm run fuzz -- --suite worker --runs N` runs N schedules (see
  * fuzz/run.ts). A failing schedule shrinks and prints its seed and path: replay it with
- * `npm run fuzz -- --suite worker --seed S --path P`. Environment: PROPERTY_RUNS, PROPERTY_SEED,
- * PROPERTY_PATH, PROPERTY_SHRINK_MS (how long shrinking may go on), PROPERTY_VERBOSE (a line per run).
+ * `npm run fuzz -- --suite worker --seed S --path P`. Environment: see run-property.ts.
  */
 
-import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FaultProxy, startFaultProxies } from '../helpers/fault-proxy.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 import { useSqs } from '../helpers/sqs.ts';
 import {
+  describeTally,
+  propertySettings,
+  propertyTimeoutMs,
+  runProperty,
+  type Tally,
+} from './run-property.ts';
+import {
   checkWorkerRun,
   describeRun,
   NODES,
   runWorkerPlan,
-  summarizeRun,
+  tallyRun,
   type WorkerEnvironment,
   type WorkerPlan,
   workerPlanArbitrary,
 } from './worker-schedule.ts';
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 4);
-const SEED = process.env.PROPERTY_SEED === undefined ? undefined : Number(process.env.PROPERTY_SEED);
-const PATH = process.env.PROPERTY_PATH;
-const SHRINK_MS = Number(process.env.PROPERTY_SHRINK_MS ?? 120_000);
+const SETTINGS = propertySettings(4);
 /** A schedule takes about 2 to 6 s; shrinking reruns it many times. */
 const PER_RUN_MS = 10_000;
 
@@ -59,17 +61,19 @@ describe('Workers with SQS in the loop under random fault schedules', () => {
   });
 
   /** Runs one plan and throws, with the whole trail, if what it left breaks a rule. */
-  async function check(plan: WorkerPlan): Promise<void> {
+  async function check(plan: WorkerPlan): Promise<Tally> {
     const env: WorkerEnvironment = { redis, proxies, sqs, ledgerClient };
     const run = await runWorkerPlan(env, plan, `wrun${runs++}`);
     const violations = checkWorkerRun(run);
-    if (process.env.PROPERTY_VERBOSE) process.stderr.write(`${summarizeRun(run, violations.length)}\n`);
+    const tally = tallyRun(run);
+    if (SETTINGS.verbose) process.stderr.write(`${describeTally(tally)}, violations ${violations.length}\n`);
     if (violations.length > 0) {
       throw new Error(
         `${violations.length} violation(s):\n${violations.map((v) => `  [${v.rule}] ${v.detail}`).join('\n')}\n` +
           `run:\n${describeRun(run)}`,
       );
     }
+    return tally;
   }
 
   it('a fixed schedule: every fault kind once, and the checker sees the outcome', async () => {
@@ -132,17 +136,8 @@ describe('Workers with SQS in the loop under random fault schedules', () => {
   });
 
   it(
-    `keeps its promises over ${RUNS} random schedules of SQS faults, Redis faults and restarts`,
-    async () => {
-      await fc.assert(fc.asyncProperty(workerPlanArbitrary, check), {
-        numRuns: RUNS,
-        ...(SEED === undefined ? {} : { seed: SEED }),
-        ...(PATH === undefined ? {} : { path: PATH }),
-        // Shrinking reruns real schedules: bounded, and what it found so far is reported.
-        interruptAfterTimeLimit: RUNS * PER_RUN_MS + SHRINK_MS,
-        markInterruptAsFailure: false,
-      });
-    },
-    RUNS * PER_RUN_MS + SHRINK_MS + 30_000,
+    `keeps its promises over ${SETTINGS.runs} random schedules of SQS faults, Redis faults and restarts`,
+    () => runProperty('worker', workerPlanArbitrary, check, SETTINGS, PER_RUN_MS),
+    propertyTimeoutMs(SETTINGS, PER_RUN_MS),
   );
 });
