@@ -13,6 +13,9 @@
  *    and the redrive to the DLQ; a delete with a stale receipt handle still deletes (standard queue).
  *  - A downstream that checks fencing tokens (inline write): it rejects a token lower than the last
  *    it accepted, as test/helpers/ledger.ts does.
+ *  - With HANDOFF, a Publisher (in init): src/runtime/publisher.ts dispatch, the lock of the task key
+ *    acquired for its pending window (src/lock/adopt.ts acquireForHandoff) and handed over with the
+ *    message; the workers adopt it (ADOPT_SCRIPT, adoptBatch, acquireOrAdopt's fallback to a plain acquire).
  *
  * Time is ticks (proctype Clock). A lock's TTL is TTL ticks; the client's validity ends DRIFT ticks
  * earlier (quorum.ts validityMs: ttl - elapsed - drift), and a node may expire the key from then on
@@ -35,6 +38,8 @@
 #ifndef FAULTS
 #define FAULTS 2        /* faults of the bounded kinds (node crash, lost message, resend) per run */
 #endif
+/* HANDOFF: the message was dispatched by a Publisher and carries its lock (the task key is both the
+ *   lock key and the idempotency key; MSGS must be 1). */
 /* Fault switches, all off unless defined:
  *   F_NET      a call to a node is lost, or its reply is, or it is answered after the caller gave up
  *   F_RESEND   a client reconnects and resends an unanswered command (it runs twice)
@@ -53,6 +58,8 @@
  *   BUG_LATE_MARK        late completion marks any node where the lock is gone and fence == token
  *   BUG_SHUTDOWN_RELEASE the shutdown deadline releases the lock of a still running handler
  *   BUG_QUIT_RELEASE     redlock.quit() releases held locks
+ *   BUG_ADOPT_NO_SWAP    adoption keeps the handed-over owner value (an owner-checked extend), as a
+ *                        first design did: every delivery of the message carries that value
  */
 
 #define N 3             /* Redis nodes */
@@ -69,6 +76,10 @@
 #else
 #define SEED 1
 #endif
+/* The Publisher's handoff: its owner value, its pending window (longer than a worker's TTL) and token. */
+#define PV 200
+#define PTTL (TTL + 1)
+#define PTOK 1
 #define C 4             /* fencing token = tick * C + count: fence seeds are the clock (acquire.ts ARGV[3]) */
 
 /* The marker a message's completion writes and its acquire checks: its idempotency key (context.ts
@@ -105,15 +116,18 @@ byte dsMax;                     /* highest token accepted */
 byte effect[MSGS];              /* accepted writes per message */
 byte topToken;                  /* highest token a grant handed out */
 byte nextVal = 1;               /* fresh owner values (redlock.ts randomUUID) */
+bool adoptedOnce;               /* a worker was granted the handed-over lock (ghost) */
 
 /* per worker, read by the mutual-exclusion monitor */
 bool running[W];                /* handler started and not returned */
+bool busy[W];                   /* its lock is held from the handler's start until completion is sent:
+                                   the extender keeps it while the pipeline gets there */
 bool lost[W];                   /* its lock's signal aborted (LockLostError) */
 bool extFail[W];                /* its last extension reached no quorum: retried next tick (retryExtensionAt) */
 byte dl[W];                     /* its lock's validity deadline (monotonic clock) */
 
 /* ---------------- calls to nodes: one FIFO connection per (worker, node) ---------------- */
-mtype = { ACQ, EXT, REL, CMP, CMPLATE, RCL, RAISE };
+mtype = { ACQ, EXT, REL, CMP, CMPLATE, RCL, RAISE, ADOPT };
 chan rq[W * N] = [4] of { mtype, byte, byte, byte, byte };   /* op, message, value, token, seq */
 /* The answers of each worker's current call, per node (written by the node as it answers): the
  * promise each node's call settles in sendUntil (context.ts). */
@@ -145,7 +159,7 @@ end: do
 #ifdef F_PAUSE
 #define clockMay true
 #else
-#define clockMay (!(running[0] && !lost[0] && now + 1 >= dl[0] && !extFail[0]) && !(running[1] && !lost[1] && now + 1 >= dl[1] && !extFail[1]))
+#define clockMay (!(busy[0] && !lost[0] && now + 1 >= dl[0] && !extFail[0]) && !(busy[1] && !lost[1] && now + 1 >= dl[1] && !extFail[1]))
 #endif
 /* A lock key expires as the tick reaches lockexp: the earliest a node may expire it, a DRIFT before
  * its TTL (the node's clock may run fast by up to the drift allowance); never before the validity its
@@ -225,6 +239,15 @@ inline exec(n, c, op, m, v, t, s) {
      :: lockv[n] == v -> lockexp[n] = now + TTL - DRIFT; ans = 1
      :: lockv[n] == 0 && fence[n] == t -> lockv[n] = v; lockexp[n] = now + TTL - DRIFT; ans = 1
      :: else -> ans = -1
+     fi
+  :: op == ADOPT ->
+     /* adopt.ts ADOPT_SCRIPT: marker -> 0; the handed-over value (or our own, from an attempt answered
+      * too late) -> SET ours PX ttl, 1; free -> -1; another owner -> -2 (-(pttl + 2) in the code) */
+     if
+     :: marker[n * MSGS + MK(m)] -> ans = 0
+     :: lockv[n] == PV || lockv[n] == v -> lockv[n] = v; lockexp[n] = now + TTL - DRIFT; ans = 1
+     :: lockv[n] == 0 -> ans = -1
+     :: else -> ans = -2
      fi
   :: op == RAISE ->                                            /* fence.ts RAISE_FENCE_SCRIPT */
      if
@@ -418,6 +441,51 @@ end: if
      :: atomic { MSGS > 1 && msg[MSGS - 1] == VISIBLE -> m = MSGS - 1; received }
      fi;
      crashpoint;
+#ifdef HANDOFF
+     /* ---- adoptMany (adopt.ts adoptBatch), one attempt; 'expired' falls back to a plain acquire ---- */
+     atomic {
+#ifdef BUG_ADOPT_NO_SWAP
+       v = PV;                /* the old design: the handed-over value stays the owner value */
+#else
+       v = nextVal; nextVal++;
+#endif
+       started = now; lstate = L_NONE; late = false; shut = false; wrote = false;
+       allPending
+     };
+     send(ADOPT, 0);
+     collect(nOk(0) > 0 || nOk(1) >= Q);
+     crashpoint;
+     atomic {
+       if
+       :: okIs(0, 0) || okIs(1, 0) || okIs(2, 0) ->
+          /* 'done': undo every swap that is or may be ours (answered 1, failed, or not waited for) */
+          rollbackWhere(!okIs(i, -1) && !okIs(i, -2) && !okIs(i, 0)); clearCall; started = 0;
+          goto duplicate
+       :: else ->
+          if
+          :: nOk(1) >= Q && now < started + TTL - DRIFT ->
+             /* I2 for a handoff: the token handed over is still the newest (no one was granted the key
+              * since the Publisher), and a handed-over value proves ownership only once */
+             assert(PTOK == topToken);
+#ifndef BUG_ADOPT_NO_SWAP
+             assert(!adoptedOnce);      /* (the old design breaks this by design: see what I3 says of it) */
+#endif
+             adoptedOnce = true;
+             tok = PTOK; lstate = L_HELD; dl[w] = started + TTL - DRIFT; lost[w] = false;
+             clearCall; started = 0;
+             goto locked
+          :: else ->
+             /* refused: adopted too late, held by another owner, expired, or too few answers */
+             rollbackWhere(!okIs(i, -1) && !okIs(i, -2) && !okIs(i, 0));
+             if
+             :: nOk(-2) > N - Q || (nOk(1) >= Q) || !(nOk(-1) + nOk(-2) > N - Q) ->
+                clearCall; started = 0; goto putBack
+             :: else -> clearCall; started = 0        /* expired: acquire the key afresh */
+             fi
+          fi
+       fi
+     };
+#endif
      /* ---- acquireMany (acquire.ts acquireBatch), one attempt ---- */
      atomic {
        v = nextVal; nextVal++; started = now; lstate = L_NONE; late = false; shut = false; wrote = false;
@@ -480,11 +548,12 @@ end: if
           clearCall; cnt2 = 0; started = 0
        fi
      };
+locked:
      crashpoint;
      /* ---- run (pipeline.ts runOne) ---- */
      if
      :: now >= dl[w] -> goto lockLost              /* validity ran out before the handler started */
-     :: else -> running[w] = true
+     :: else -> running[w] = true; busy[w] = true
      fi;
      do
      /* the extender (extender.ts, redlock.ts #extendLocks / #settleExtension) */
@@ -529,7 +598,7 @@ end: if
 #ifdef BUG_SHUTDOWN_RELEASE
         /* old pipeline.ts settleOrShutdown: 'aborted' at once, the lock released under the running
          * handler (the release does not abort the lock's signal; the extender stops) */
-        lstate = L_ENDED;
+        lstate = L_ENDED; busy[w] = false;
         releaseAll;
         holder[m] = 0;
 #endif
@@ -552,7 +621,7 @@ end: if
      running[w] = false;
      /* ---- the handler succeeded (pipeline.ts runOne after the handler; #flush; #completed) ---- */
      if
-     :: quitted -> wdead[w] = true; goto gone         /* the clients are closed */
+     :: quitted -> wdead[w] = true; busy[w] = false; goto gone         /* the clients are closed */
      :: else -> skip
      fi;
      atomic {
@@ -568,6 +637,7 @@ end: if
      :: lstate == L_HELD && now < dl[w] ->
         atomic { lstate = L_ENDED; allPending };
         send(CMP, tok);
+        busy[w] = false;
         collect(nOk(1) >= Q);
         atomic { ok = (nOk(1) >= Q); clearCall }
      :: else ->
@@ -577,12 +647,14 @@ end: if
            /* old complete.ts: the late lock marked where the key is gone and fence == token */
            atomic { allPending; lstate = L_ENDED };
            send(CMPLATE, tok);
+           busy[w] = false;
            collect(nOk(1) >= Q);
            atomic { ok = (nOk(1) >= Q); clearCall }
 #else
            /* reclaim.ts reclaimBatch: ours again on a quorum within validity, else rolled back */
            atomic { allPending; started = now; lstate = L_ENDED };
            send(RCL, tok);
+           busy[w] = false;
            collect(nOk(1) >= Q);
            if
            :: atomic { nOk(1) >= Q && now < started + TTL - DRIFT -> allPending };
@@ -593,7 +665,7 @@ end: if
               atomic { rollbackWhere(ast[w * N + i] != ANSWERED || ares[w * N + i] == 1); ok = false; clearCall; started = 0 }
            fi
 #endif
-        :: else -> ok = false
+        :: else -> ok = false; busy[w] = false
         fi
      fi;
      crashpoint;
@@ -609,11 +681,11 @@ end: if
      goto deleteIt;
 
 handlerFailed:
-     running[w] = false;
+     running[w] = false; busy[w] = false;
      if :: quitted -> wdead[w] = true; goto gone :: else -> skip fi;
 lockLost:
      /* failed / aborted / lock_lost: released, not deleted (settle.ts) */
-     running[w] = false;
+     running[w] = false; busy[w] = false;
      if
      :: lstate == L_HELD || lstate == L_LOST_EXPIRED || lstate == L_LOST_NOTOWNER ->
         lstate = L_ENDED; releaseAll
@@ -647,17 +719,34 @@ nextRound:
 crashed:
   /* a crashed worker runs nothing more; its calls already sent may still run on the nodes */
   wdead[w] = true;
-  running[w] = false;
+  running[w] = false; busy[w] = false;
   holder[m] = 0;
 gone:
   skip
 }
 
 init {
+  byte c0;
   atomic {
     up[0] = true; up[1] = true;
 #ifndef START_DOWN
     up[2] = true;          /* START_DOWN: node 2 starts crashed (one fault spent before the run) */
+#endif
+#ifdef HANDOFF
+    /* Publisher.dispatch: the task key's lock, granted on a quorum (or every node) for the pending
+     * window, then the message sent with it. */
+    topToken = PTOK;
+    if
+    :: lockv[0] = PV; lockv[1] = PV; lockv[2] = PV
+    :: lockv[0] = PV; lockv[1] = PV
+    :: lockv[1] = PV; lockv[2] = PV
+    :: lockv[0] = PV; lockv[2] = PV
+    fi;
+    c0 = 0;
+    do
+    :: c0 < N -> if :: lockv[c0] == PV -> lockexp[c0] = PTTL - DRIFT; fence[c0] = PTOK :: else -> skip fi; c0++
+    :: else -> break
+    od;
 #endif
     run Node(0); run Node(1); run Node(2);
     run Worker(0); run Worker(1)

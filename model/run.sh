@@ -18,11 +18,16 @@ CHECKS=(
   "network|pass|bits24|-DTMAX=2 -DF_NET -DF_RESEND -DFAULTS=1 -DF_VISIBILITY"
   "late-2msgs|pass|bits25|-DMSGS=2 -DTMAX=3 -DF_PAUSE -DF_NCRASH -DFAULTS=1"
   "shutdown-quit|pass|full|-DTMAX=3 -DF_SHUTDOWN"
+  "redeliver-once|pass|full|-DTMAX=3 -DF_VISIBILITY -DONCE"
+  "handoff|pass|full|-DHANDOFF -DTMAX=3 -DF_VISIBILITY -DONCE"
+  "handoff-crashes|pass|full|-DHANDOFF -DTMAX=2 -DF_VISIBILITY -DF_PAUSE -DF_NCRASH -DFAULTS=1 -DF_WCRASH"
+  "handoff-network|pass|bits24|-DHANDOFF -DTMAX=2 -DF_NET -DF_RESEND -DFAULTS=1 -DF_VISIBILITY"
   "window-dataloss|fail|full|-DTMAX=2 -DF_DATALOSS -DF_VISIBILITY -DSTART_DOWN -DFAULTS=1"
   "D-marker-in-lock|fail|full|-DMSGS=2 -DTMAX=3 -DBUG_MARKER_IN_LOCK"
   "D-late-mark|fail|full+|-DMSGS=2 -DTMAX=3 -DF_PAUSE -DF_NCRASH -DFAULTS=1 -DBUG_LATE_MARK"
   "D-shutdown-release|fail|full|-DTMAX=3 -DF_SHUTDOWN -DBUG_SHUTDOWN_RELEASE"
   "D-quit-release|fail|full|-DTMAX=3 -DF_SHUTDOWN -DBUG_QUIT_RELEASE"
+  "D-adopt-no-swap|fail|full|-DHANDOFF -DTMAX=3 -DF_VISIBILITY -DBUG_ADOPT_NO_SWAP"
 )
 
 selected=("$@")
