@@ -381,7 +381,7 @@ async function main(): Promise<number> {
       import('../test/helpers/redis-nodes.ts'),
       import('../test/helpers/sqs.ts'),
       import('../test/helpers/ledger.ts'),
-      import('../src/runtime/cli.ts'),
+      import('../src/cli/env.ts'),
       import('../src/index.ts'),
     ]);
 

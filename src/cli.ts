@@ -3,7 +3,7 @@
  * The `sqs-redlock-worker` bin. Built to dist/cli.js; with Node >= 24 it also runs from source:
  * `node src/cli.ts run ./handler.ts`.
  */
-import { main } from './runtime/cli.ts';
+import { main } from './cli/main.ts';
 
 const code = await main(process.argv.slice(2), process.env);
 process.exitCode = code;

@@ -1,4 +1,4 @@
-import { CLI_VARIABLES } from '../../src/runtime/cli.ts';
+import { CLI_VARIABLES } from '../../src/cli/env.ts';
 import type { RedisNodes } from './redis-nodes.ts';
 import type { SqsEnv } from './sqs.ts';
 

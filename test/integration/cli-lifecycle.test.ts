@@ -5,7 +5,7 @@
  * (`node src/cli.ts run test/fixtures/cli-lifecycle-handler.ts`) against fauxqs and redis-server.
  */
 import { describe, expect, it } from 'vitest';
-import { SHUTDOWN_SLACK_MS } from '../../src/runtime/cli.ts';
+import { SHUTDOWN_SLACK_MS } from '../../src/cli/env.ts';
 import { cliEnv, inheritedEnv } from '../helpers/cli.ts';
 import { NodeProcess, useProcesses } from '../helpers/processes.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';

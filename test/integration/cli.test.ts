@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CLI_VARIABLES } from '../../src/runtime/cli.ts';
+import { CLI_VARIABLES } from '../../src/cli/env.ts';
 import { cliEnv, inheritedEnv } from '../helpers/cli.ts';
 import { jobs } from '../helpers/handlers.ts';
 import { Ledger } from '../helpers/ledger.ts';

@@ -2,16 +2,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_DEFAULTS, CLI_VARIABLES, parseConfig, redactUrl } from '../../src/cli/env.ts';
+import { loadHandler } from '../../src/cli/handler-module.ts';
+import { helpText } from '../../src/cli/help.ts';
+import { main } from '../../src/cli/main.ts';
 import { ConfigError } from '../../src/errors.ts';
-import {
-  CLI_DEFAULTS,
-  CLI_VARIABLES,
-  helpText,
-  loadHandler,
-  main,
-  parseConfig,
-  redactUrl,
-} from '../../src/runtime/cli.ts';
 
 const BASE = {
   SQS_QUEUE_URL: 'http://localhost:4566/000000000000/jobs',

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { parseConfig, redactUrl } from '../../src/cli/env.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { parseConfig, redactUrl } from '../../src/runtime/cli.ts';
 
 const BASE = { SQS_QUEUE_URL: 'http://localhost:4566/000000000000/jobs' };
 

@@ -1,5 +1,6 @@
 import type { Message } from '@aws-sdk/client-sqs';
 import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/cli/env.ts';
 import { ConfigError } from '../../src/errors.ts';
 import {
   LOCK_HANDOFF_ATTRIBUTES,
@@ -8,7 +9,6 @@ import {
   signLockHandoff,
   verifyLockHandoff,
 } from '../../src/handler/handoff.ts';
-import { parseConfig } from '../../src/runtime/cli.ts';
 import { resolveLambdaOptions } from '../../src/runtime/options.ts';
 
 const SECRET = 'unit-test-handoff-secret-0123456789abcdef';
