@@ -147,3 +147,24 @@ export class SqsEntryError extends SqsRedlockWorkerError {
     this.senderFault = entry.senderFault;
   }
 }
+
+/**
+ * A message body the handler's schema refused: not JSON, or not matching the schema. The message is
+ * poison; `issues` lists what the schema said (path and message only: vendors' issues may carry the
+ * input, and bodies stay out of logs).
+ */
+export class InvalidBodyError extends SqsRedlockWorkerError {
+  override readonly name = 'InvalidBodyError';
+  readonly messageId: string | undefined;
+  readonly issues: readonly { readonly message: string; readonly path?: readonly PropertyKey[] }[];
+
+  constructor(
+    messageId: string | undefined,
+    detail: string,
+    issues: readonly { readonly message: string; readonly path?: readonly PropertyKey[] }[] = [],
+  ) {
+    super(detail);
+    this.messageId = messageId;
+    this.issues = issues;
+  }
+}

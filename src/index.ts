@@ -1,6 +1,7 @@
 export type { Message } from '@aws-sdk/client-sqs';
 export {
   ConfigError,
+  InvalidBodyError,
   LockCompletedError,
   LockContendedError,
   LockLostError,
@@ -11,7 +12,13 @@ export {
   SqsRedlockWorkerError,
   VisibilityLostError,
 } from './errors.ts';
-export { BaseHandler, type HandlerContext } from './handler/base-handler.ts';
+export {
+  BaseHandler,
+  defineHandler,
+  type HandlerContext,
+  type HandlerDefinition,
+  SchemaHandler,
+} from './handler/base-handler.ts';
 export type { Outcome, OutcomeKind } from './handler/outcome.ts';
 export type { AdoptOptions, AdoptRefusal, AdoptResult, LockHandoff } from './lock/adopt.ts';
 export { Lock, type LockState } from './lock/lock.ts';
@@ -43,6 +50,7 @@ export {
   type MetricsOptions,
   type MetricsRedlock,
   type MetricsWorker,
+  OTEL_METRICS,
   OUTCOME_EVENTS,
 } from './observability/metrics.ts';
 export { createLambdaHandler, type LambdaEvents, type LambdaHandler } from './runtime/lambda.ts';

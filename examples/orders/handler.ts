@@ -13,9 +13,10 @@ export interface Charge {
  * is acked without charging again; the store rejects a stale fencing token.
  */
 export class ChargeOrderHandler extends BaseHandler<Charge> {
-  readonly #store: OrdersStore;
+  readonly #store: Pick<OrdersStore, 'charge'>;
 
-  constructor(store: OrdersStore) {
+  /** Only `charge` is used: a unit test can pass a store of its own. */
+  constructor(store: Pick<OrdersStore, 'charge'>) {
     super();
     this.#store = store;
   }

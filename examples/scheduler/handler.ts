@@ -28,7 +28,7 @@ export function reportTaskKey(task: ReportTask): string {
  * marker.
  */
 export class NightlyReportHandler extends BaseHandler<ReportTask> {
-  readonly #store: ReportStore;
+  readonly #store: Pick<ReportStore, 'save'>;
   readonly #workMs: number;
 
   /**
@@ -36,7 +36,9 @@ export class NightlyReportHandler extends BaseHandler<ReportTask> {
    * 500) how long building a report takes.
    */
   constructor(
-    store = new ReportStore(new Redis(process.env.STORE_URL ?? 'redis://localhost:6379')),
+    store: Pick<ReportStore, 'save'> = new ReportStore(
+      new Redis(process.env.STORE_URL ?? 'redis://localhost:6379'),
+    ),
     workMs = Number(process.env.WORK_MS ?? 500),
   ) {
     super();

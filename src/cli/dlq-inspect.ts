@@ -79,9 +79,16 @@ async function inspect(
   const attributes = await queueAttributes(
     sqs,
     queueUrl,
-    ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+    ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'RedrivePolicy'],
     options.timeoutMs,
   );
+  if (attributes.RedrivePolicy !== undefined) {
+    // Each scan receives every message once: with a policy of its own, the dead-letter queue would
+    // move its messages on to the next queue after maxReceiveCount scans. Reading must not move them.
+    throw new Error(
+      `the dead-letter queue ${queueUrl} has a RedrivePolicy of its own (${attributes.RedrivePolicy}): every scan raises each message's receive count, so inspecting would move messages on; inspect the queue it names, or remove the policy`,
+    );
+  }
   // By MessageId: a message met twice (its hold ran out) counts once, and only its newest receipt
   // handle is valid for giving it back.
   const read = new Map<string, Message>();

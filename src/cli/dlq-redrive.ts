@@ -301,17 +301,20 @@ async function receiveSendDelete(move: Move): Promise<RedriveResult> {
   const holdSec = Math.max(30, Math.ceil((3 * options.timeoutMs) / 1_000) + 5);
   const perBatch = Math.min(10, options.rate ?? 10);
   const giveBack: Message[] = [];
-  const refused: { messageId: string; code: string }[] = [];
+  // By MessageId: a refused message seen again (a long run outlasts its hold) is one refusal, not two.
+  const refused = new Map<string, { messageId: string; code: string }>();
   let moved = 0;
+  let sentCount = 0;
   let notDeleted = 0;
   let error: string | undefined;
   const startedAt = performance.now();
   const bar = progress(io, 'moved');
   try {
-    while (moved + refused.length < move.queued && !interrupt.signal) {
+    while (moved + refused.size < move.queued && !interrupt.signal) {
       if (options.rate !== undefined) {
-        // Never ahead of the rate: message k may leave no earlier than k / rate seconds in.
-        const due = startedAt + (moved / options.rate) * 1_000;
+        // Never ahead of the rate: message k may be sent no earlier than k / rate seconds in (counted
+        // on what was sent, delivered whether or not its delete then succeeded).
+        const due = startedAt + (sentCount / options.rate) * 1_000;
         await pause(Math.max(0, due - performance.now()), interrupt.aborted);
         if (interrupt.signal) break;
       }
@@ -320,7 +323,7 @@ async function receiveSendDelete(move: Move): Promise<RedriveResult> {
         const out = await sqs.send(
           new ReceiveMessageCommand({
             QueueUrl: dlqUrl,
-            MaxNumberOfMessages: Math.min(perBatch, move.queued - moved - refused.length),
+            MaxNumberOfMessages: Math.min(perBatch, move.queued - moved - refused.size),
             VisibilityTimeout: holdSec,
             WaitTimeSeconds: RECEIVE_WAIT_SEC,
             MessageAttributeNames: ['All'],
@@ -338,17 +341,21 @@ async function receiveSendDelete(move: Move): Promise<RedriveResult> {
       if (batch.length === 0) break;
 
       const sent = await sendAll(move, batch);
+      // FIFO: behind a refused message of their group, not sent (they must not overtake it).
+      giveBack.push(...sent.held);
       for (const r of sent.refused) {
         giveBack.push(r.message);
-        refused.push({ messageId: r.message.MessageId ?? '', code: r.code });
+        const messageId = r.message.MessageId ?? '';
+        refused.set(messageId, { messageId, code: r.code });
       }
+      sentCount += sent.ok.length;
       if (sent.ok.length > 0) {
         const deleted = await deleteMessages(sqs, dlqUrl, sent.ok, { timeoutMs: options.timeoutMs });
         notDeleted += deleted.failed.size;
         moved += sent.ok.length - deleted.failed.size;
         if (deleted.errors.length > 0) error = `DeleteMessageBatch: ${describeError(deleted.errors[0])}`;
       }
-      bar.update(moved, move.queued, refused.length > 0 ? `${refused.length} refused` : undefined);
+      bar.update(moved, move.queued, refused.size > 0 ? `${refused.size} refused` : undefined);
       if (sent.error !== undefined) {
         // Not sent (or not known to be): hidden no longer, and never deleted.
         giveBack.push(...sent.unsent);
@@ -368,44 +375,80 @@ async function receiveSendDelete(move: Move): Promise<RedriveResult> {
       );
     }
   }
-  return { path: 'receive-send-delete', moved, refused, notDeleted, error };
+  return { path: 'receive-send-delete', moved, refused: [...refused.values()], notDeleted, error };
 }
 
-/** SendMessageBatch of `messages`, in batches within SQS's limits, stopping at the first that fails whole. */
+/**
+ * SendMessageBatch of `messages`, in batches within SQS's limits, stopping at the first that fails
+ * whole. FIFO: SQS answers each entry of a batch on its own, so a group's message is sent only once
+ * the one before it was (one message per group per call); behind one refused, the rest of its
+ * group is `held` (not sent), or it would overtake it.
+ */
 async function sendAll(
   move: Move,
   messages: readonly Message[],
 ): Promise<{
   ok: Message[];
   refused: { message: Message; code: string }[];
+  held: Message[];
   unsent: Message[];
   error?: unknown;
 }> {
   const ok: Message[] = [];
   const refused: { message: Message; code: string }[] = [];
-  const groups = sendGroups(messages);
-  for (const [g, group] of groups.entries()) {
-    try {
-      const out = await move.sqs.send(
-        new SendMessageBatchCommand({
-          QueueUrl: move.to,
-          Entries: group.map((m, i) => sendEntry(m, i, move.fifo)),
-        }),
-        within(move.options.timeoutMs),
-      );
-      const failed = new Map((out.Failed ?? []).map((f) => [f.Id, f.Code ?? 'unknown']));
-      const succeeded = new Set((out.Successful ?? []).map((s) => s.Id));
-      group.forEach((m, i) => {
-        const code = failed.get(`m${i}`);
-        if (code !== undefined) refused.push({ message: m, code });
-        else if (succeeded.has(`m${i}`)) ok.push(m);
-        else refused.push({ message: m, code: 'no answer for this entry' });
-      });
-    } catch (error) {
-      return { ok, refused, unsent: groups.slice(g).flat(), error };
+  const held: Message[] = [];
+  const blocked = new Set<string>();
+  const groupOf = (m: Message): string => m.Attributes?.MessageGroupId ?? '';
+  const rounds = move.fifo ? fifoRounds(messages) : [messages];
+  for (const [r, round] of rounds.entries()) {
+    const sendable = round.filter((m) => !(move.fifo && blocked.has(groupOf(m))));
+    held.push(...round.filter((m) => !sendable.includes(m)));
+    const groups = sendGroups(sendable);
+    for (const [g, group] of groups.entries()) {
+      try {
+        const out = await move.sqs.send(
+          new SendMessageBatchCommand({
+            QueueUrl: move.to,
+            Entries: group.map((m, i) => sendEntry(m, i, move.fifo)),
+          }),
+          within(move.options.timeoutMs),
+        );
+        const failed = new Map((out.Failed ?? []).map((f) => [f.Id, f.Code ?? 'unknown']));
+        const succeeded = new Set((out.Successful ?? []).map((s) => s.Id));
+        group.forEach((m, i) => {
+          const code = failed.get(`m${i}`);
+          if (code !== undefined) refused.push({ message: m, code });
+          else if (succeeded.has(`m${i}`)) ok.push(m);
+          else refused.push({ message: m, code: 'no answer for this entry' });
+          if (code !== undefined || !succeeded.has(`m${i}`)) blocked.add(groupOf(m));
+        });
+      } catch (error) {
+        return {
+          ok,
+          refused,
+          held,
+          unsent: [...groups.slice(g).flat(), ...rounds.slice(r + 1).flat()],
+          error,
+        };
+      }
     }
   }
-  return { ok, refused, unsent: [] };
+  return { ok, refused, held, unsent: [] };
+}
+
+/** FIFO: the first message of each group, then the second of each, ...: in each group's order. */
+function fifoRounds(messages: readonly Message[]): Message[][] {
+  const rounds: Message[][] = [];
+  const seen = new Map<string, number>();
+  for (const m of messages) {
+    const group = m.Attributes?.MessageGroupId ?? '';
+    const k = seen.get(group) ?? 0;
+    seen.set(group, k + 1);
+    const round = rounds[k] ?? [];
+    round.push(m);
+    rounds[k] = round;
+  }
+  return rounds;
 }
 
 /** Batches of at most 10 entries and 256 KiB; a message larger than that goes alone. */
@@ -445,6 +488,12 @@ function attributesOf(message: Message): Record<string, MessageAttributeValue> {
  * id is the dead-lettered copy's MessageId: a send repeated after a failed delete is deduplicated,
  * and no earlier send of the original (its own id) can swallow this one.
  */
+function dedupIdOf(message: Message): string | undefined {
+  const id = message.MessageId;
+  const sent = message.Attributes?.SentTimestamp;
+  return id === undefined || sent === undefined ? id : `${id}-${sent}`;
+}
+
 export function sendEntry(message: Message, index: number, fifo: boolean): SendMessageBatchRequestEntry {
   const attributes = attributesOf(message);
   const trace = message.Attributes?.AWSTraceHeader;
@@ -458,7 +507,10 @@ export function sendEntry(message: Message, index: number, fifo: boolean): SendM
     ...(fifo
       ? {
           MessageGroupId: message.Attributes?.MessageGroupId ?? 'redrive',
-          MessageDeduplicationId: message.MessageId,
+          // Dedups a resend of this copy (a send answered too late), but not a later stay of the same
+          // message in the dead-letter queue: SQS keeps a moved message's MessageId, and a FIFO queue
+          // resets its SentTimestamp when it moves it to the DLQ.
+          MessageDeduplicationId: dedupIdOf(message),
         }
       : {}),
   };

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../errors.ts';
-import type { BaseHandler } from '../handler/base-handler.ts';
+import { assertHydrates, type BaseHandler } from '../handler/base-handler.ts';
 
 /**
  * Imports the module at `modulePath` (relative to `cwd`) and returns its default export as a handler:
@@ -23,7 +23,7 @@ export async function loadHandler(
     throw new ConfigError(option, absolute, `could not be imported (${reason})`, { cause: error });
   }
   const exported = namespace.default;
-  if (isHandler(exported)) return exported;
+  if (isHandler(exported)) return hydrating(exported);
   if (typeof exported === 'function' && isHandler(exported.prototype)) {
     let instance: unknown;
     try {
@@ -39,7 +39,7 @@ export async function loadHandler(
         },
       );
     }
-    if (isHandler(instance)) return instance;
+    if (isHandler(instance)) return hydrating(instance);
     throw new ConfigError(
       option,
       instance,
@@ -57,6 +57,12 @@ export async function loadHandler(
 export async function closeHandler(handler: BaseHandler<unknown>): Promise<void> {
   const close = (handler as { close?: unknown }).close;
   if (typeof close === 'function') await close.call(handler);
+}
+
+/** The handler, if it can hydrate as `new Worker` requires (a SchemaHandler needs a schema): `check` sees what `run` would. */
+function hydrating(handler: BaseHandler<unknown>): BaseHandler<unknown> {
+  assertHydrates(handler);
+  return handler;
 }
 
 function isHandler(value: unknown): value is BaseHandler<unknown> {

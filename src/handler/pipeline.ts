@@ -1,9 +1,11 @@
 import type { Message } from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
+import { InvalidBodyError } from '../errors.ts';
 import { acquireOrAdopt, type LockHandoff } from '../lock/adopt.ts';
 import type { Lock } from '../lock/lock.ts';
 import { isLock, type Redlock } from '../lock/redlock.ts';
 import { serializeError } from '../observability/serialize.ts';
+import { endLockSpan, inProcessContext, startLockSpan } from '../observability/tracing.ts';
 import type { BaseHandler, HandlerContext } from './base-handler.ts';
 import { readLockHandoff } from './handoff.ts';
 import type { MessageOutcome, Outcome } from './outcome.ts';
@@ -90,11 +92,13 @@ export async function runBatch<T>(
   // Handed-over locks are adopted, the rest acquired: one round trip per node each, at the same time.
   // An expired handoff falls back to a plain acquire of its key; see acquireOrAdopt for why that is safe.
   const lockingStarted = performance.now();
+  const lockSpan = startLockSpan(hydrated.length);
   const results = await acquireOrAdopt(
     deps.redlock,
     hydrated.map((h) => ({ key: h.lockKey, idempotencyKey: h.idempotencyKey, handoff: h.handoff })),
     { retryCount: 0, autoExtend: deps.autoExtendLocks },
   );
+  endLockSpan(lockSpan, results, deps.redlock);
   if (hydrated.length > 0) {
     deps.onLocked?.({
       messages: hydrated.length,
@@ -343,13 +347,21 @@ class Finisher<T> {
   }
 }
 
-async function hydrate<T>(
-  deps: PipelineDeps<T>,
+type PoisonOutcome = Extract<Outcome, { kind: 'poison' }>;
+
+/** What hydrating needs of the pipeline's deps (testHandler gives the same, without a Redis node). */
+export type HydrateDeps<T> = Pick<PipelineDeps<T>, 'handler' | 'logger' | 'handoffSecret'> & {
+  readonly redlock: Pick<Redlock, 'nodes'>;
+};
+
+/** Hydrates a message and picks its two keys, or says why it is poison. Shared with the testing kit. */
+export async function hydrate<T>(
+  deps: HydrateDeps<T>,
   message: Message,
 ): Promise<
-  { input: T; lockKey: string; idempotencyKey: string; handoff?: LockHandoff } | { poison: Outcome }
+  { input: T; lockKey: string; idempotencyKey: string; handoff?: LockHandoff } | { poison: PoisonOutcome }
 > {
-  const poison = (reason: string, error?: unknown): { poison: Outcome } => ({
+  const poison = (reason: string, error?: unknown): { poison: PoisonOutcome } => ({
     poison: { kind: 'poison', reason, error },
   });
   if (!message.MessageId || !message.ReceiptHandle)
@@ -358,6 +370,8 @@ async function hydrate<T>(
   try {
     input = await deps.handler.hydrate(message);
   } catch (error) {
+    // A body the schema refused: its own message lists the issues.
+    if (error instanceof InvalidBodyError) return poison(error.message, error);
     return poison(`hydrate threw: ${error instanceof Error ? error.message : String(error)}`, error);
   }
   if (input === null || input === undefined) return poison('hydrate returned null');
@@ -444,7 +458,10 @@ async function runHandler<T>(
     context.logger.warn('lock lost before the handler started: not run', { fencingToken: lock.fencingToken });
     return { kind: 'lock_lost', lockKey: item.lockKey, fencingToken: lock.fencingToken, error };
   }
-  const work = Promise.resolve().then(() => deps.handler.handle(item.input, context));
+  // In its message's process span: the handler's own spans nest under it.
+  const work = Promise.resolve().then(() =>
+    inProcessContext(item.message, () => deps.handler.handle(item.input, context)),
+  );
   // Shutdown aborts the signal but never stops the wait: the lock is kept (and extended) until the
   // handler settles, or another worker could run the message while this one still does.
   const result = await settled(work);

@@ -1,8 +1,18 @@
 import type { EventEmitter } from 'node:events';
+import {
+  type BatchObservableResult,
+  type Meter,
+  type ObservableGauge,
+  type Counter as OtelCounter,
+  type Histogram as OtelHistogram,
+  metrics as otelMetrics,
+} from '@opentelemetry/api';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { OutcomeKind } from '../handler/outcome.ts';
 import type { QuorumStatus, Redlock, RedlockEvents } from '../lock/redlock.ts';
 import type { WorkerState } from '../runtime/worker.ts';
 import type { WorkerEvents } from './events.ts';
+import { INSTRUMENTATION_SCOPE, SRW } from './semconv.ts';
 
 /**
  * The outcome label of `sqs_redlock_messages_total`: one per received message, from the worker's
@@ -29,6 +39,49 @@ export const OUTCOME_EVENTS = {
   lock_lost: 'lock_lost',
   released: 'message_released',
 } as const satisfies Record<MessageOutcomeLabel, keyof WorkerEvents>;
+
+/** The outcome label of each pipeline outcome (a message skipped or aborted at shutdown is `released`). */
+export const OUTCOME_LABELS = {
+  processed: 'processed',
+  duplicate: 'duplicate',
+  contended: 'contended',
+  quorum: 'quorum_unavailable',
+  poison: 'poison',
+  failed: 'failed',
+  lock_lost: 'lock_lost',
+  skipped: 'released',
+  aborted: 'released',
+} as const satisfies Record<OutcomeKind, MessageOutcomeLabel>;
+
+/**
+ * The OpenTelemetry names of the same facts as the Prometheus metrics, recorded through the
+ * `@opentelemetry/api` meter beside them (see {@link MetricsOptions.meter}). The conventions' own
+ * messaging metrics (`messaging.process.duration`, ...) come with the spans (src/observability/tracing.ts).
+ */
+export const OTEL_METRICS = {
+  /** Counter {message}, `sqs_redlock.outcome`: `sqs_redlock_messages_total`. */
+  messages: 'sqs_redlock.messages',
+  /** Histogram s, per batch: `sqs_redlock_lock_acquire_seconds`. */
+  lockAcquireDuration: 'sqs_redlock.lock.acquire.duration',
+  /** Histogram s: `sqs_redlock_handler_seconds`. */
+  handlerDuration: 'sqs_redlock.handler.duration',
+  /** Counter {lock}, `sqs_redlock.lock.lost_reason`: `sqs_redlock_locks_lost_total`. */
+  locksLost: 'sqs_redlock.locks.lost',
+  /** Counter {message}: `sqs_redlock_dead_lettered_total`. */
+  deadLettered: 'sqs_redlock.dead_lettered',
+  /** Counter {error}, `sqs_redlock.sqs.operation`: `sqs_redlock_sqs_errors_total`. */
+  sqsErrors: 'sqs_redlock.sqs.errors',
+  /** Gauge {lock}: `sqs_redlock_locks_held`. */
+  locksHeld: 'sqs_redlock.locks.held',
+  /** Gauge {node}: `sqs_redlock_redis_nodes_up`. */
+  redisNodesUp: 'sqs_redlock.redis.nodes.up',
+  /** Gauge, 1 or 0 per `sqs_redlock.redis.node`: `sqs_redlock_redis_node_up`. */
+  redisNodeUp: 'sqs_redlock.redis.node.up',
+  /** Gauge {node}: `sqs_redlock_redis_quorum`. */
+  redisQuorum: 'sqs_redlock.redis.quorum',
+  /** Gauge, 1 or 0: `sqs_redlock_polling_paused`. */
+  pollingPaused: 'sqs_redlock.polling.paused',
+} as const;
 
 /** What the metrics read from a worker: its typed events, and its state on scrape. */
 export interface MetricsWorker {
@@ -60,6 +113,12 @@ export interface MetricsOptions {
    * @defaultValue 1000
    */
   quorumCacheMs?: number;
+  /**
+   * Where the OpenTelemetry twins of these metrics ({@link OTEL_METRICS}) are recorded: the same events
+   * feed both. Taken at `attach()`. Pass `createNoopMeter()` (from `@opentelemetry/api`) for Prometheus only.
+   * @defaultValue the global MeterProvider's meter `sqs-redlock-worker` (a no-op until an SDK registers one)
+   */
+  meter?: Meter;
 }
 
 /** The worker's Prometheus metrics, in their own registry. */
@@ -78,6 +137,8 @@ export interface Metrics {
    * worker settles under it.
    */
   readonly locksLost: Counter<'reason'>;
+  /** `sqs_redlock_dead_lettered_total`: poison messages this worker sent to the dead-letter queue. */
+  readonly deadLettered: Counter;
   /**
    * `sqs_redlock_sqs_errors_total{operation}`: failed SQS calls and refused batch entries (`receive`,
    * `delete`, `change_visibility`, `heartbeat_visibility`, `dead_letter`).
@@ -132,6 +193,13 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     return cached.status;
   };
 
+  // What the gauges read on scrape, for Prometheus and OpenTelemetry alike.
+  const read = {
+    quorum: (): number | undefined => source?.redlock?.quorum,
+    locksHeld: (): number | undefined => source?.redlock?.heldLocks.length,
+    pollingPaused: (): number => (source?.worker.state === 'paused' ? 1 : 0),
+  };
+
   const messages = new Counter({
     name: 'sqs_redlock_messages_total',
     help: 'Messages received, by outcome (processed, duplicate, contended, quorum_unavailable, poison, failed, lock_lost, released).',
@@ -161,7 +229,17 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       losses.flushStale();
     },
   });
-  const losses = new LossLedger((reason) => locksLost.inc({ reason }));
+  // Set while attached: the OpenTelemetry twins, fed by the same listeners and readings as Prometheus.
+  let otel: OtelInstruments | undefined;
+  const losses = new LossLedger((reason) => {
+    locksLost.inc({ reason });
+    otel?.locksLost.add(1, { [SRW.lostReason]: reason });
+  });
+  const deadLettered = new Counter({
+    name: 'sqs_redlock_dead_lettered_total',
+    help: 'Poison messages this worker sent to the dead-letter queue (messages SQS moves there after maxReceiveCount are not seen here).',
+    registers,
+  });
   const sqsErrors = new Counter({
     name: 'sqs_redlock_sqs_errors_total',
     help: 'Failed SQS calls and batch entries SQS refused, by operation (receive, delete, change_visibility, heartbeat_visibility, dead_letter).',
@@ -195,8 +273,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     help: 'Redis nodes a lock needs (a majority of the nodes).',
     registers,
     collect() {
-      if (source?.redlock) this.set(source.redlock.quorum);
-      else this.reset();
+      const quorum = read.quorum();
+      if (quorum === undefined) this.reset();
+      else this.set(quorum);
     },
   });
   const locksHeld = new Gauge({
@@ -204,8 +283,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     help: 'Locks this process holds now.',
     registers,
     collect() {
-      if (source?.redlock) this.set(source.redlock.heldLocks.length);
-      else this.reset();
+      const held = read.locksHeld();
+      if (held === undefined) this.reset();
+      else this.set(held);
     },
   });
   const pollingPaused = new Gauge({
@@ -213,7 +293,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     help: 'Whether polling is paused because no Redis quorum answers (1) or not (0).',
     registers,
     collect() {
-      this.set(source?.worker.state === 'paused' ? 1 : 0);
+      this.set(read.pollingPaused());
     },
   });
 
@@ -223,6 +303,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     }
     source = { worker, redlock };
     cached = undefined;
+    const twins = otelInstruments(options.meter ?? otelMetrics.getMeter(INSTRUMENTATION_SCOPE));
+    otel = twins;
     const undo: (() => void)[] = [];
     const listen = <K extends keyof WorkerEvents>(
       event: K,
@@ -232,12 +314,46 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       undo.push(() => worker.off(event, listener));
     };
 
+    // Each listener feeds Prometheus and OpenTelemetry: one source for both.
     for (const [outcome, event] of Object.entries(OUTCOME_EVENTS)) {
-      listen(event, () => messages.inc({ outcome }));
+      const attributes = { [SRW.outcome]: outcome };
+      listen(event, () => {
+        messages.inc({ outcome });
+        twins.messages.add(1, attributes);
+      });
     }
-    listen('message_processed', ({ durationMs }) => handlerSeconds.observe(durationMs / 1000));
-    listen('sqs_error', ({ operation }) => sqsErrors.inc({ operation }));
-    listen('batch_locked', ({ durationMs }) => lockAcquireSeconds.observe(durationMs / 1000));
+    listen('message_processed', ({ durationMs }) => {
+      handlerSeconds.observe(durationMs / 1000);
+      twins.handlerDuration.record(durationMs / 1000);
+    });
+    listen('poison_message', ({ deadLettered: sent }) => {
+      if (!sent) return;
+      deadLettered.inc();
+      twins.deadLettered.add(1);
+    });
+    listen('sqs_error', ({ operation }) => {
+      sqsErrors.inc({ operation });
+      twins.sqsErrors.add(1, { [SRW.sqsOperation]: operation });
+    });
+    listen('batch_locked', ({ durationMs }) => {
+      lockAcquireSeconds.observe(durationMs / 1000);
+      twins.lockAcquireDuration.record(durationMs / 1000);
+    });
+    const observe = async (result: BatchObservableResult): Promise<void> => {
+      losses.flushStale();
+      result.observe(twins.pollingPaused, read.pollingPaused());
+      const quorum = read.quorum();
+      const held = read.locksHeld();
+      if (quorum !== undefined) result.observe(twins.redisQuorum, quorum);
+      if (held !== undefined) result.observe(twins.locksHeld, held);
+      const status = await quorumStatus();
+      if (!status) return;
+      result.observe(twins.redisNodesUp, status.up.length);
+      for (const node of status.up) result.observe(twins.redisNodeUp, 1, { [SRW.node]: node });
+      for (const node of status.down) result.observe(twins.redisNodeUp, 0, { [SRW.node]: node });
+    };
+    twins.meter.addBatchObservableCallback(observe, twins.gauges);
+    undo.push(() => twins.meter.removeBatchObservableCallback(observe, twins.gauges));
 
     if (redlock) {
       const onLost = ({ key, fencingToken, error }: RedlockEvents['lock_lost'][0]): void => {
@@ -265,6 +381,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       for (const fn of undo.reverse()) fn();
       source = undefined;
       cached = undefined;
+      otel = undefined;
     };
   };
 
@@ -274,6 +391,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     lockAcquireSeconds,
     handlerSeconds,
     locksLost,
+    deadLettered,
     sqsErrors,
     redisNodesUp,
     redisNodeUp,
@@ -281,6 +399,79 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     locksHeld,
     pollingPaused,
     attach,
+  };
+}
+
+interface OtelInstruments {
+  readonly meter: Meter;
+  readonly messages: OtelCounter;
+  readonly lockAcquireDuration: OtelHistogram;
+  readonly handlerDuration: OtelHistogram;
+  readonly locksLost: OtelCounter;
+  readonly deadLettered: OtelCounter;
+  readonly sqsErrors: OtelCounter;
+  readonly locksHeld: ObservableGauge;
+  readonly redisNodesUp: ObservableGauge;
+  readonly redisNodeUp: ObservableGauge;
+  readonly redisQuorum: ObservableGauge;
+  readonly pollingPaused: ObservableGauge;
+  /** The gauges, observed by one callback per scrape (one PING round for all of them). */
+  readonly gauges: ObservableGauge[];
+}
+
+/** The OpenTelemetry twins of the Prometheus metrics: same buckets, same meaning ({@link OTEL_METRICS}). */
+function otelInstruments(meter: Meter): OtelInstruments {
+  const seconds = (name: string, description: string, buckets: number[]): OtelHistogram =>
+    meter.createHistogram(name, { description, unit: 's', advice: { explicitBucketBoundaries: buckets } });
+  const gauge = (name: string, description: string, unit: string): ObservableGauge =>
+    meter.createObservableGauge(name, { description, unit });
+  const instruments = {
+    meter,
+    messages: meter.createCounter(OTEL_METRICS.messages, {
+      description: 'Messages received, by outcome (sqs_redlock.outcome).',
+      unit: '{message}',
+    }),
+    lockAcquireDuration: seconds(
+      OTEL_METRICS.lockAcquireDuration,
+      'Time to acquire the locks of one batch.',
+      ACQUIRE_BUCKETS,
+    ),
+    handlerDuration: seconds(
+      OTEL_METRICS.handlerDuration,
+      'Handler time of each processed message.',
+      HANDLER_BUCKETS,
+    ),
+    locksLost: meter.createCounter(OTEL_METRICS.locksLost, {
+      description: 'Held locks lost before they were released or completed, by sqs_redlock.lock.lost_reason.',
+      unit: '{lock}',
+    }),
+    deadLettered: meter.createCounter(OTEL_METRICS.deadLettered, {
+      description: 'Poison messages this worker sent to the dead-letter queue.',
+      unit: '{message}',
+    }),
+    sqsErrors: meter.createCounter(OTEL_METRICS.sqsErrors, {
+      description: 'Failed SQS calls and batch entries SQS refused, by sqs_redlock.sqs.operation.',
+      unit: '{error}',
+    }),
+    locksHeld: gauge(OTEL_METRICS.locksHeld, 'Locks this process holds now.', '{lock}'),
+    redisNodesUp: gauge(
+      OTEL_METRICS.redisNodesUp,
+      'Redis nodes of the lock quorum answering PING.',
+      '{node}',
+    ),
+    redisNodeUp: gauge(OTEL_METRICS.redisNodeUp, 'Whether each Redis node answers PING (1) or not (0).', '1'),
+    redisQuorum: gauge(OTEL_METRICS.redisQuorum, 'Redis nodes a lock needs.', '{node}'),
+    pollingPaused: gauge(OTEL_METRICS.pollingPaused, 'Whether polling is paused for lack of a quorum.', '1'),
+  };
+  return {
+    ...instruments,
+    gauges: [
+      instruments.locksHeld,
+      instruments.redisNodesUp,
+      instruments.redisNodeUp,
+      instruments.redisQuorum,
+      instruments.pollingPaused,
+    ],
   };
 }
 

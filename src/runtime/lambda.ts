@@ -8,12 +8,13 @@ import {
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { Logger } from 'winston';
 import { ConfigError, QuorumUnavailableError, ShutdownError } from '../errors.ts';
-import type { BaseHandler } from '../handler/base-handler.ts';
+import { assertHydrates, type BaseHandler } from '../handler/base-handler.ts';
 import type { MessageOutcome, OutcomeKind } from '../handler/outcome.ts';
 import { type InFlightMessage, type PipelineDeps, runBatch } from '../handler/pipeline.ts';
 import type { Redlock } from '../lock/redlock.ts';
 import type { WorkerEvents } from '../observability/events.ts';
 import { serializeError } from '../observability/serialize.ts';
+import { QueueTelemetry } from '../observability/tracing.ts';
 import {
   type LambdaOptions,
   type ResolvedLambdaOptions,
@@ -86,6 +87,7 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
   ) {
     throw new ConfigError('handler', h, 'must be a BaseHandler instance (with hydrate and handle methods)');
   }
+  assertHydrates(h);
   const o = resolveLambdaOptions(options);
   const events = new EventEmitter<LambdaEvents>();
   // Per container: the Redlock (made once from a factory) and each queue's dead-letter queue.
@@ -95,6 +97,16 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
   const checkFifoGroups = fifoGroupCheck();
   // Warned once per container: the safety margin was shrunk to half of the time left.
   let warnedShrunkMargin = false;
+  // Per container: each queue's spans and messaging metrics.
+  const telemetries = new Map<string, QueueTelemetry>();
+  const telemetryFor = (queueUrl: string): QueueTelemetry => {
+    let telemetry = telemetries.get(queueUrl);
+    if (!telemetry) {
+      telemetry = new QueueTelemetry(queueUrl);
+      telemetries.set(queueUrl, telemetry);
+    }
+    return telemetry;
+  };
 
   /**
    * The safety margin of an invocation with `remainingMs` left at its start: never more than half of it.
@@ -171,6 +183,9 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
     const logger = invocationLogger.child({ queueUrl });
     const messages = records.map(recordToMessage);
     checkFifoGroups(queueUrl, messages, logger);
+    const telemetry = telemetryFor(queueUrl);
+    // A process span per record, linked to its creation context (AWSTraceHeader or traceparent).
+    const traced = telemetry.beginBatch(messages);
     try {
       const deadLetterQueueUrl = deadLetterQueueFor(queueUrl, logger); // alongside the batch
       const redlock = getRedlock();
@@ -240,6 +255,7 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
         backoff,
         logger,
         deleteAcked: false, // the event source mapping deletes what is not reported
+        telemetry,
         emit,
         onSqsError: (operation, error) => {
           logger.error(`SQS ${operation} failed`, { err: serializeError(error) });
@@ -290,9 +306,11 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
             logger.error('an abandoned batch failed after the invocation returned', {
               err: serializeError(error),
             });
-          });
+          })
+          .finally(() => traced.end());
       }
       const { acked } = await settleOutcomes(settler, outcomes);
+      if (returned !== ABANDONED) traced.end();
       // Only what is done with is reported done: anything else, whatever its outcome, is a failure.
       const done = new Set(acked);
       const failed = messages.filter((m) => !done.has(m)).map((m) => m.MessageId as string);
@@ -314,6 +332,7 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
     } catch (error) {
       // Locks were released by the pipeline's finally; nothing may be reported done that was not.
       const messageIds = messages.map((m) => m.MessageId as string);
+      traced.end(error);
       logger.error('batch failed unexpectedly: every message is reported as a failure', {
         err: serializeError(error),
         messageIds,
@@ -348,13 +367,8 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
       const results = await Promise.all(
         [...byQueue].map(async ([queueUrl, group]): Promise<QueueResult> => {
           if (queueUrl) {
-            return processQueue(
-              queueUrl,
-              group,
-              deadline.signal,
-              logger,
-              deadline.remainingMs,
-              safetyMarginMs,
+            return telemetryFor(queueUrl).inProcessBatch(group.length, () =>
+              processQueue(queueUrl, group, deadline.signal, logger, deadline.remainingMs, safetyMarginMs),
             );
           }
           logger.error('no queue URL (eventSourceARN is not an SQS ARN): set the queueUrl option', {

@@ -1,7 +1,7 @@
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
 import { ConfigError } from '../errors.ts';
-import type { BaseHandler } from '../handler/base-handler.ts';
+import { assertHydrates, type BaseHandler } from '../handler/base-handler.ts';
 import type { Redlock } from '../lock/redlock.ts';
 import { defaultLogger } from '../observability/logger.ts';
 import {
@@ -195,6 +195,7 @@ export function resolveWorkerOptions<T>(options: WorkerOptions<T>): ResolvedWork
       'must be a BaseHandler instance (with hydrate and handle methods)',
     );
   }
+  assertHydrates(handler);
   if (!o.redlock || typeof (o.redlock as Redlock).acquireMany !== 'function') {
     throw new ConfigError('redlock', o.redlock, 'must be a Redlock instance');
   }

@@ -4,19 +4,21 @@ import {
   SendMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
+import type { SpanContext } from '@opentelemetry/api';
 import type { Logger } from 'winston';
 import { ConfigError, QuorumUnavailableError } from '../errors.ts';
 import { LOCK_HANDOFF_ATTRIBUTES, lockHandoffAttributes } from '../handler/handoff.ts';
 import { acquireForHandoff, releaseHandoff } from '../lock/adopt.ts';
 import type { Redlock } from '../lock/redlock.ts';
 import { defaultLogger } from '../observability/logger.ts';
+import { injectCreationContext } from '../observability/propagation.ts';
 import { serializeError } from '../observability/serialize.ts';
+import { QueueTelemetry } from '../observability/tracing.ts';
 import { checkHandoffSecret, integer, MAX_TIMER_MS } from '../validate.ts';
 import { SQS_TIMEOUT_RANGE_MS } from './options.ts';
+import { SQS_ATTRIBUTE_LIMIT } from './sqs-actions.ts';
 
 const HANDOFF_NAMES: readonly string[] = Object.values(LOCK_HANDOFF_ATTRIBUTES);
-/** SQS allows 10 message attributes per message. */
-const SQS_ATTRIBUTE_LIMIT = 10;
 
 /**
  * How much longer than the delay a message waits in the queue the pending window must be: time for a
@@ -116,6 +118,7 @@ export class Publisher {
   readonly #handoffSecret: string;
   readonly #sqsTimeoutMs: number;
   readonly #logger: Logger;
+  readonly #telemetry: QueueTelemetry;
   /** The queue's own DelaySeconds, read once (a failed read is tried again on the next dispatch). */
   #queueDelaySec: number | undefined;
 
@@ -143,6 +146,7 @@ export class Publisher {
     });
     this.#sqsTimeoutMs = integer('sqsTimeoutMs', options.sqsTimeoutMs ?? 10_000, SQS_TIMEOUT_RANGE_MS);
     this.#logger = (options.logger ?? defaultLogger()).child({ queueUrl });
+    this.#telemetry = new QueueTelemetry(queueUrl);
   }
 
   /**
@@ -151,7 +155,22 @@ export class Publisher {
    * request, and the SDK's error when SendMessage fails (the lock was released).
    */
   async dispatch(request: DispatchRequest): Promise<DispatchResult> {
-    const { taskKey, body, delaySeconds, messageAttributes = {} } = checkRequest(request);
+    const checked = checkRequest(request);
+    // A `send {queue}` span (PRODUCER) around the whole dispatch: its context is the message's creation
+    // context, carried as `traceparent` when SQS's attribute limit leaves room.
+    const sending = this.#telemetry.startSend(checked.taskKey);
+    try {
+      const result = await this.#dispatch(checked, sending.span.spanContext());
+      this.#telemetry.endSend(sending, result);
+      return result;
+    } catch (error) {
+      this.#telemetry.endSend(sending, undefined, error);
+      throw error;
+    }
+  }
+
+  async #dispatch(request: DispatchRequest, creationContext: SpanContext): Promise<DispatchResult> {
+    const { taskKey, body, delaySeconds, messageAttributes = {} } = request;
     const ttlMs = request.ttlMs ?? this.#pendingTtlMs;
     integer('ttlMs', ttlMs, { min: 10 });
     const fifo = this.queueUrl.endsWith('.fifo');
@@ -188,13 +207,21 @@ export class Publisher {
       }
     }
 
+    const attributes = { ...messageAttributes, ...lockHandoffAttributes(grant, this.#handoffSecret) };
+    // Not signed by the handoff's HMAC (key, owner value and token only): it never decides a lock.
+    if (injectCreationContext(attributes, creationContext, SQS_ATTRIBUTE_LIMIT) === 'no_room') {
+      this.#logger.debug('traceparent not added: the message already has the 10 attributes SQS allows', {
+        lockKey: taskKey,
+        attributes: Object.keys(attributes).length,
+      });
+    }
     let messageId: string;
     try {
       const out = await this.#sqs.send(
         new SendMessageCommand({
           QueueUrl: this.queueUrl,
           MessageBody: body,
-          MessageAttributes: { ...messageAttributes, ...lockHandoffAttributes(grant, this.#handoffSecret) },
+          MessageAttributes: attributes,
           ...(ownDelay === undefined ? {} : { DelaySeconds: ownDelay }),
           ...(request.messageGroupId === undefined ? {} : { MessageGroupId: request.messageGroupId }),
           ...(request.messageDeduplicationId === undefined

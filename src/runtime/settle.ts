@@ -5,6 +5,7 @@ import type { MessageOutcome } from '../handler/outcome.ts';
 import { receiveCountOf } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
 import { serializeError } from '../observability/serialize.ts';
+import { endProcessing, type QueueTelemetry } from '../observability/tracing.ts';
 import { contendedBackoffSec, failureBackoffSec, quorumBackoffSec } from './backoff.ts';
 import {
   ASSUMED_MAX_MESSAGE_BYTES,
@@ -44,6 +45,8 @@ export interface SettleContext {
    * the runtime's own is still open while it stops (that receive would only take it back).
    */
   readonly releaseDelaySec?: (message: Message) => number;
+  /** The queue's spans and messaging metrics: the settle calls' spans, then each message's process span ends. */
+  readonly telemetry?: QueueTelemetry;
 }
 
 export interface Settlement {
@@ -149,13 +152,14 @@ export async function settleOutcomes(
     }),
   );
 
+  const deleteAll = () => deleteMessages(ctx.sqs, ctx.queueUrl, acked, { timeoutMs: ctx.sqsTimeoutMs });
+  const delayAll = () => changeVisibility(ctx.sqs, ctx.queueUrl, toDelay, { timeoutMs: ctx.sqsTimeoutMs });
+  const { telemetry } = ctx;
   const [deleted, delayed] = await Promise.all([
-    ctx.deleteAcked
-      ? deleteMessages(ctx.sqs, ctx.queueUrl, acked, { timeoutMs: ctx.sqsTimeoutMs })
-      : undefined,
+    ctx.deleteAcked ? (telemetry?.settleCall('delete', acked.length, deleteAll) ?? deleteAll()) : undefined,
     (async () => {
       if (toDelay.length > 0) await ctx.beforeVisibility?.(toDelay.map((d) => d.message));
-      return changeVisibility(ctx.sqs, ctx.queueUrl, toDelay, { timeoutMs: ctx.sqsTimeoutMs });
+      return telemetry?.settleCall('change_visibility', toDelay.length, delayAll) ?? delayAll();
     })(),
   ]);
   for (const error of deleted?.errors ?? []) ctx.onSqsError('delete', error);
@@ -170,6 +174,7 @@ export async function settleOutcomes(
     delayed,
     'backoff not applied; they come back after their current visibility timeout',
   );
+  endProcessing(outcomes, { acked, delayed: toDelay });
   for (const emit of events) emit();
   return { acked, retained, quorumLost };
 }

@@ -15,13 +15,15 @@ import { SqsEntryError } from '../errors.ts';
 import { serializeError } from '../observability/serialize.ts';
 
 /**
- * The system attributes the pipeline reads: the receive count (failure backoff) and the group (FIFO
- * order). Asked for through both `MessageSystemAttributeNames` and the older `AttributeNames`: some
- * emulators read only the latter, and then both attributes would be missing.
+ * The system attributes the pipeline reads: the receive count (failure backoff), the group (FIFO
+ * order) and the X-Ray trace header (a creation context to link the message's process span to). Asked
+ * for through both `MessageSystemAttributeNames` and the older `AttributeNames`: some emulators read only
+ * the latter, and then these attributes would be missing.
  */
 export const RECEIVE_SYSTEM_ATTRIBUTES: readonly MessageSystemAttributeName[] = [
   'ApproximateReceiveCount',
   'MessageGroupId',
+  'AWSTraceHeader',
 ];
 /** The same names for `AttributeNames`, which the SDK types as queue attributes (SQS takes both kinds). */
 export const RECEIVE_LEGACY_ATTRIBUTES =
@@ -53,7 +55,7 @@ export function fifoGroupCheck(): FifoGroupCheck {
 /** SQS allows 10 entries per batch call. */
 const SQS_BATCH_LIMIT = 10;
 /** SQS allows 10 message attributes per message. */
-const SQS_ATTRIBUTE_LIMIT = 10;
+export const SQS_ATTRIBUTE_LIMIT = 10;
 
 /** Attribute names the worker adds to a dead-lettered poison message. */
 export const POISON_ATTRIBUTES = {
@@ -378,7 +380,7 @@ function deadLetterForms(
   const sourceId = { DataType: 'String', StringValue: message.MessageId ?? 'unknown' };
   const string = (value: string): MessageAttributeValue => ({ DataType: 'String', StringValue: value });
   // Ours take up to 3 attributes: beyond 10 in all, the originals travel packed in one (as JSON, binary
-  // values in base64), and are unpacked by whoever redrives them.
+  // values in base64); a redrive moves the message as it is, so the handler finds them there.
   const arranged = (ours: Record<string, MessageAttributeValue>): Record<string, MessageAttributeValue> =>
     originalCount + Object.keys(ours).length <= SQS_ATTRIBUTE_LIMIT
       ? { ...original, ...ours }

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Message } from '@aws-sdk/client-sqs';
+import { type Context, context } from '@opentelemetry/api';
 import { Consumer } from 'sqs-consumer';
 import type { Logger } from 'winston';
 import { ShutdownError } from '../errors.ts';
@@ -7,6 +8,7 @@ import type { MessageOutcome } from '../handler/outcome.ts';
 import { type InFlightMessage, type PipelineDeps, runBatch } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
 import { serializeError } from '../observability/serialize.ts';
+import { QueueTelemetry, type Timed } from '../observability/tracing.ts';
 import { quorumBackoffSec } from './backoff.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from './options.ts';
@@ -68,6 +70,9 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   readonly #settler: SettleContext;
   /** Warns once when a message of a FIFO queue arrives without its MessageGroupId. */
   readonly #checkFifoGroups: FifoGroupCheck = fifoGroupCheck();
+  readonly #telemetry: QueueTelemetry;
+  /** Each consumer's open ReceiveMessage span. */
+  readonly #receiveSpans = new Map<Consumer, Timed>();
   #state: WorkerState = 'idle';
   #stopping: Promise<void> | undefined;
   #pausing: Promise<void> | undefined;
@@ -78,6 +83,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     this.options = resolveWorkerOptions(options);
     const o = this.options;
     this.#logger = o.logger.child({ queueUrl: o.queueUrl });
+    this.#telemetry = new QueueTelemetry(o.queueUrl);
     this.#heartbeat = new Heartbeat({
       sqs: o.sqs,
       queueUrl: o.queueUrl,
@@ -132,6 +138,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       onSqsError: (operation, error) => this.#sqsError(operation, error),
       beforeVisibility: (messages) => this.#heartbeat.settled(messages),
       releaseDelaySec: (message) => this.#releaseDelaySec(message),
+      telemetry: this.#telemetry,
     };
   }
 
@@ -331,26 +338,38 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         if (this.#state !== 'running') throw new ShutdownError('receive aborted: the worker is stopping');
         this.#receiving.add(consumer);
         this.#receiveSentAt.set(consumer, performance.now());
+        this.#receiveSpans.set(consumer, this.#telemetry.startReceive());
       },
       handleMessageBatch: async (messages) => {
         this.#receiving.delete(consumer);
         this.#receiveFailures.delete(consumer);
+        const batchContext = this.#receiveEnded(consumer, messages);
         // A receive left open by stop() or a pause answered: its messages are not run, but put back.
         if (this.#state !== 'running') await this.#track(this.#letGo(messages));
-        else await this.#track(this.#processBatch(messages));
+        // In the receive span's context: the batch's spans are its children.
+        else
+          await context.with(batchContext ?? context.active(), () =>
+            this.#track(this.#processBatch(messages)),
+          );
         return [];
       },
     });
     consumer.on('empty', () => {
       this.#receiving.delete(consumer);
       this.#receiveFailures.delete(consumer);
+      this.#receiveEnded(consumer, []);
     });
     consumer.on('message_received', (message) => this.#checkFifoGroups(o.queueUrl, [message], this.#logger));
     consumer.on('error', (error, messages) => {
-      if (messages === undefined) this.#receiving.delete(consumer); // the receive failed
       // stop() aborts an idle long poll, or a held-back one, on purpose: that is not an SQS failure.
-      if (this.#state !== 'running' && /aborted/i.test(`${error.message} ${(error.cause as Error)?.name}`))
-        return;
+      const deliberate =
+        this.#state !== 'running' && /aborted/i.test(`${error.message} ${(error.cause as Error)?.name}`);
+      if (messages === undefined) {
+        // The receive failed.
+        this.#receiving.delete(consumer);
+        this.#receiveEnded(consumer, undefined, deliberate ? undefined : error);
+      }
+      if (deliberate) return;
       if (messages === undefined) this.#receiveFailures.set(consumer, error);
       this.#sqsError('receive', error);
     });
@@ -395,15 +414,32 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     }
   }
 
+  /** Ends a consumer's receive span; answers the context its batch runs in (none without a span). */
+  #receiveEnded(
+    consumer: Consumer,
+    messages: readonly Message[] | undefined,
+    error?: unknown,
+  ): Context | undefined {
+    const receive = this.#receiveSpans.get(consumer);
+    if (!receive) return undefined;
+    this.#receiveSpans.delete(consumer);
+    return this.#telemetry.endReceive(receive, messages, error);
+  }
+
   async #processBatch(messages: Message[]): Promise<void> {
+    const traced = this.#telemetry.beginBatch(messages);
+    let failure: unknown;
     try {
       await this.#settle(await runBatch(this.#pipeline, messages));
     } catch (error) {
+      failure = error;
       // What was not settled yet is not deleted: it comes back after its visibility timeout.
       this.#logger.error('batch failed', {
         err: serializeError(error),
         messageIds: messages.map((m) => m.MessageId),
       });
+    } finally {
+      traced.end(failure);
     }
   }
 

@@ -1,32 +1,14 @@
-import { Writable } from 'node:stream';
 import { type Message, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent } from 'aws-lambda';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import winston from 'winston';
 import { BaseHandler, createLambdaHandler, type HandlerContext, POISON_ATTRIBUTES } from '../../src/index.ts';
 import { Publisher } from '../../src/runtime/publisher.ts';
 import { jobs, LedgerHandler } from '../helpers/handlers.ts';
 import { eventually, redlockOver, silentLogger, sleep } from '../helpers/lock.ts';
+import { capturingLogger } from '../helpers/logs.ts';
 import { drainQueue, sendMessages } from '../helpers/sqs.ts';
 import { faultySqsClient, startBlackHole } from '../helpers/sqs-faults.ts';
 import { useWorkerFixture } from '../helpers/worker.ts';
-
-/** A winston logger that keeps every entry, for asserting on warnings. */
-function capturingLogger(): { logger: winston.Logger; entries: { level: string; message: string }[] } {
-  const entries: { level: string; message: string }[] = [];
-  const stream = new Writable({
-    objectMode: true,
-    write(info: { level: string; message: string }, _encoding, done) {
-      entries.push({ level: info.level, message: String(info.message) });
-      done();
-    },
-  });
-  const logger = winston.createLogger({
-    level: 'debug',
-    transports: [new winston.transports.Stream({ stream })],
-  });
-  return { logger, entries };
-}
 
 /** An error that serialize-error cannot read: one of its own enumerable properties throws. */
 function unserializableError(message: string): Error {

@@ -1,31 +1,12 @@
-import { Writable } from 'node:stream';
 import type { Message, SQSClient } from '@aws-sdk/client-sqs';
 import { afterEach, describe, expect, it } from 'vitest';
-import winston from 'winston';
 import { BaseHandler, type SqsEntryError } from '../../src/index.ts';
 import { createMetrics } from '../../src/observability/metrics.ts';
 import { jobs, LedgerHandler } from '../helpers/handlers.ts';
 import { eventually, sleep } from '../helpers/lock.ts';
+import { capturingLogger } from '../helpers/logs.ts';
 import { type SqsEnv, sendMessages } from '../helpers/sqs.ts';
 import { useWorkerFixture } from '../helpers/worker.ts';
-
-type LogEntry = { level: string; message: string } & Record<string, unknown>;
-
-/** A winston logger that keeps every entry with its fields, for asserting on what was logged. */
-function capturingLogger(): { logger: winston.Logger; entries: LogEntry[] } {
-  const entries: LogEntry[] = [];
-  const stream = new Writable({
-    objectMode: true,
-    write(info: LogEntry, _encoding, done) {
-      entries.push({ ...info, message: String(info.message) });
-      done();
-    },
-  });
-  return {
-    logger: winston.createLogger({ level: 'debug', transports: [new winston.transports.Stream({ stream })] }),
-    entries,
-  };
-}
 
 type Refusal = { code: string; senderFault: boolean };
 

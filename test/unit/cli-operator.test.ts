@@ -120,6 +120,19 @@ describe('dlq redrive', () => {
       });
       expect(sendEntry({ MessageId: 'x', Body: 'b' }, 0, false)).toEqual({ Id: 'm0', MessageBody: 'b' });
     });
+    it('dedups a FIFO resend of one dead-letter stay, not a later stay of the same message', () => {
+      // SQS keeps a moved message's MessageId; a FIFO DLQ resets its SentTimestamp on each move. With the
+      // MessageId alone, a second redrive within 5 minutes would be dropped by the source as a duplicate
+      // and then deleted from the DLQ: lost.
+      const stay = (sent: string) => ({
+        ...message,
+        Attributes: { ...message.Attributes, SentTimestamp: sent },
+      });
+      const first = sendEntry(stay('1700000000000'), 0, true).MessageDeduplicationId;
+      expect(first).toBe('dlq-copy-id-1700000000000');
+      expect(sendEntry(stay('1700000000000'), 5, true).MessageDeduplicationId).toBe(first);
+      expect(sendEntry(stay('1700000060000'), 0, true).MessageDeduplicationId).not.toBe(first);
+    });
   });
 
   it('isMissingAction knows how emulators and AWS say an action does not exist', () => {

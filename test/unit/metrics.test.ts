@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { Agent, request } from 'node:http';
+import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LockLostError } from '../../src/errors.ts';
 import type { QuorumStatus, RedlockEvents } from '../../src/lock/redlock.ts';
@@ -10,6 +11,7 @@ import {
   EXPIRED_LOSS_WAIT_MS,
   type Metrics,
   type MetricsRedlock,
+  OTEL_METRICS,
 } from '../../src/observability/metrics.ts';
 import type { WorkerState } from '../../src/runtime/worker.ts';
 
@@ -275,6 +277,98 @@ describe('createMetrics', () => {
     expect(await value(b, 'sqs_redlock_messages_total', { outcome: 'duplicate' })).toBe(0);
     expect(await a.registry.metrics()).not.toContain('process_cpu_user_seconds_total');
     expect(await b.registry.metrics()).toContain('process_cpu_user_seconds_total');
+  });
+});
+
+/** Collects when asked: what an exporter of the OpenTelemetry SDK would be handed. */
+class OnDemandReader extends MetricReader {
+  protected override async onShutdown(): Promise<void> {}
+  protected override async onForceFlush(): Promise<void> {}
+}
+
+describe('createMetrics: the OpenTelemetry twins, fed by the same events', () => {
+  /** createMetrics recording into a real MeterProvider, and a reader of one OpenTelemetry metric. */
+  function withMeter() {
+    const reader = new OnDemandReader();
+    const provider = new MeterProvider({ readers: [reader] });
+    const metrics = createMetrics({ quorumCacheMs: 0, meter: provider.getMeter('test') });
+    const points = async (name: string): Promise<DataPoint<unknown>[]> => {
+      const { resourceMetrics } = await reader.collect();
+      return resourceMetrics.scopeMetrics
+        .flatMap((s) => s.metrics)
+        .filter((m) => m.descriptor.name === name)
+        .flatMap((m) => m.dataPoints as DataPoint<unknown>[]);
+    };
+    /** The value (counter, gauge) or count (histogram) of the point with these attributes. */
+    const otel = async (
+      name: string,
+      attributes: Record<string, string> = {},
+    ): Promise<number | undefined> => {
+      const point = (await points(name)).find((p) =>
+        Object.entries(attributes).every(([k, v]) => p.attributes[k] === v),
+      );
+      const v = point?.value as number | { count: number } | undefined;
+      return typeof v === 'object' ? v.count : v;
+    };
+    return { metrics, otel, provider };
+  }
+
+  it('counts what Prometheus counts: outcomes, handler and lock times, losses, dead letters, SQS errors', async () => {
+    const { metrics, otel } = withMeter();
+    const worker = new FakeWorker();
+    const redlock = new FakeRedlock();
+    metrics.attach(worker, asRedlock(redlock));
+    worker.emit('message_processed', { ...event, fencingToken: 1, durationMs: 250, marked: true });
+    worker.emit('message_processed', { ...event, fencingToken: 2, durationMs: 50, marked: true });
+    worker.emit('poison_message', { messageId: 'm2', reason: 'null', deadLettered: true });
+    worker.emit('poison_message', { messageId: 'm3', reason: 'null', deadLettered: false });
+    worker.emit('batch_locked', { messages: 10, locked: 9, durationMs: 20 });
+    worker.emit('sqs_error', { operation: 'delete', error: new Error('x') });
+    redlock.emit('lock_lost', {
+      key: 'k',
+      fencingToken: 9,
+      error: new LockLostError('k', 9, 'not_owner', 'a majority says not owner'),
+    });
+
+    for (const outcome of ['processed', 'poison']) {
+      expect(await otel(OTEL_METRICS.messages, { 'sqs_redlock.outcome': outcome })).toBe(
+        await value(metrics, 'sqs_redlock_messages_total', { outcome }),
+      );
+    }
+    expect(await otel(OTEL_METRICS.messages, { 'sqs_redlock.outcome': 'processed' })).toBe(2);
+    expect(await otel(OTEL_METRICS.handlerDuration)).toBe(2);
+    expect(await otel(OTEL_METRICS.lockAcquireDuration)).toBe(1);
+    expect(await value(metrics, 'sqs_redlock_dead_lettered_total')).toBe(1);
+    expect(await otel(OTEL_METRICS.deadLettered)).toBe(1);
+    expect(await otel(OTEL_METRICS.sqsErrors, { 'sqs_redlock.sqs.operation': 'delete' })).toBe(1);
+    expect(await otel(OTEL_METRICS.locksLost, { 'sqs_redlock.lock.lost_reason': 'not_owner' })).toBe(
+      await value(metrics, 'sqs_redlock_locks_lost_total', { reason: 'not_owner' }),
+    );
+    expect(await otel(OTEL_METRICS.locksLost, { 'sqs_redlock.lock.lost_reason': 'not_owner' })).toBe(1);
+  });
+
+  it('observes the gauges from the same readings, one PING round per collection, none once detached', async () => {
+    const { metrics, otel } = withMeter();
+    const worker = new FakeWorker();
+    const redlock = new FakeRedlock();
+    redlock.heldLocks = [{}, {}];
+    redlock.status = { available: true, up: ['a:1', 'b:2'], down: ['c:3'] };
+    const detach = metrics.attach(worker, asRedlock(redlock));
+    worker.state = 'paused';
+    expect(await otel(OTEL_METRICS.locksHeld)).toBe(2);
+    expect(await otel(OTEL_METRICS.redisQuorum)).toBe(2);
+    expect(await otel(OTEL_METRICS.pollingPaused)).toBe(1);
+    expect(await otel(OTEL_METRICS.redisNodesUp)).toBe(2);
+    expect(await otel(OTEL_METRICS.redisNodeUp, { 'sqs_redlock.redis.node': 'c:3' })).toBe(0);
+    expect(await otel(OTEL_METRICS.redisNodeUp, { 'sqs_redlock.redis.node': 'a:1' })).toBe(1);
+    const pings = redlock.pings;
+    await otel(OTEL_METRICS.locksHeld);
+    expect(redlock.pings).toBe(pings + 1);
+    detach();
+    await otel(OTEL_METRICS.locksHeld);
+    expect(redlock.pings).toBe(pings + 1);
+    worker.emit('duplicate_skipped', event);
+    expect(await otel(OTEL_METRICS.messages, { 'sqs_redlock.outcome': 'duplicate' })).toBeUndefined();
   });
 });
 

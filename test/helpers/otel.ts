@@ -1,0 +1,106 @@
+/**
+ * The real OpenTelemetry SDK for a test file: a TracerProvider exporting to memory, the async hooks
+ * context manager, and a MeterProvider whose reader collects on demand, registered as the globals before
+ * the file's tests (workers made afterwards take their tracer and meter from them) and removed after.
+ */
+import { context, metrics, type SpanContext, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import {
+  InMemorySpanExporter,
+  type ReadableSpan,
+  SimpleSpanProcessor,
+  type SpanProcessor,
+  TracerProvider,
+} from '@opentelemetry/sdk-trace';
+import { afterAll, beforeAll } from 'vitest';
+
+/** Collects when asked (no timer): what a periodic reader would export, read by the test. */
+class OnDemandReader extends MetricReader {
+  protected override async onShutdown(): Promise<void> {}
+  protected override async onForceFlush(): Promise<void> {}
+}
+
+/** A span processor that throws on every span start and end while `faulty` is set (a buggy SDK plugin). */
+class FaultyProcessor implements SpanProcessor {
+  faulty = false;
+  onStart(): void {
+    if (this.faulty) throw new Error('faulty span processor: onStart');
+  }
+  onEnd(): void {
+    if (this.faulty) throw new Error('faulty span processor: onEnd');
+  }
+  async forceFlush(): Promise<void> {}
+  async shutdown(): Promise<void> {}
+}
+
+export interface Otel {
+  /** Every span ended so far. */
+  spans(): ReadableSpan[];
+  /** The data points of one metric now (summed over the whole run: cumulative temporality). */
+  points(name: string): Promise<DataPoint<unknown>[]>;
+  /** Removes the global providers (a worker made now records nothing) until {@link Otel.register}. */
+  unregister(): void;
+  register(): void;
+  /** Makes a span processor throw on every span start and end (until set back to false). */
+  faulty(on: boolean): void;
+}
+
+export function useOtel(): Otel {
+  const exporter = new InMemorySpanExporter();
+  const faulty = new FaultyProcessor();
+  const provider = new TracerProvider({
+    spanProcessors: [faulty, new SimpleSpanProcessor({ exporter })],
+  });
+  const reader = new OnDemandReader();
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const contextManager = new AsyncLocalStorageContextManager();
+  const register = (): void => {
+    trace.setGlobalTracerProvider(provider);
+    metrics.setGlobalMeterProvider(meterProvider);
+  };
+  const unregister = (): void => {
+    trace.disable();
+    metrics.disable();
+  };
+  beforeAll(() => {
+    context.setGlobalContextManager(contextManager.enable());
+    register();
+  });
+  afterAll(async () => {
+    unregister();
+    context.disable();
+    await provider.shutdown();
+    await meterProvider.shutdown();
+  });
+  return {
+    spans: () => exporter.getFinishedSpans(),
+    async points(name) {
+      const { resourceMetrics } = await reader.collect();
+      const found = resourceMetrics.scopeMetrics
+        .flatMap((s) => s.metrics)
+        .filter((m) => m.descriptor.name === name);
+      return found.flatMap((m) => m.dataPoints as DataPoint<unknown>[]);
+    },
+    unregister,
+    register,
+    faulty(on) {
+      faulty.faulty = on;
+    },
+  };
+}
+
+/** Whether a span's parent is `parent`. */
+export function isChildOf(span: ReadableSpan, parent: ReadableSpan): boolean {
+  const p = parent.spanContext();
+  return span.parentSpanContext?.spanId === p.spanId && span.parentSpanContext?.traceId === p.traceId;
+}
+
+/** Whether a span links to `target` (a span, or the ids of one). */
+export function linksTo(
+  span: ReadableSpan,
+  target: ReadableSpan | Pick<SpanContext, 'traceId' | 'spanId'>,
+): boolean {
+  const t = 'spanContext' in target ? target.spanContext() : target;
+  return span.links.some((l) => l.context.traceId === t.traceId && l.context.spanId === t.spanId);
+}
