@@ -1,6 +1,7 @@
 import type { Message } from '@aws-sdk/client-sqs';
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { InvalidBodyError } from '../errors.ts';
+import { sqsAttributeText } from '../sqs-text.ts';
 
 /** A body issue as kept: its path reduced to keys (vendors give keys or `{ key }` segments). */
 type BodyIssue = InvalidBodyError['issues'][number];
@@ -34,7 +35,7 @@ export async function parseBody<T>(schema: StandardSchemaV1<unknown, T>, message
   // characters in the end anyway); the count says how many there were.
   const issues = result.issues.slice(0, MAX_ISSUES).map(
     (issue): BodyIssue => ({
-      message: sqsText(cut(String(issue.message), MAX_ISSUE_MESSAGE_CHARS)),
+      message: sqsAttributeText(cut(String(issue.message), MAX_ISSUE_MESSAGE_CHARS)),
       ...(issue.path ? { path: issue.path.map((s) => (typeof s === 'object' ? s.key : s)) } : {}),
     }),
   );
@@ -45,7 +46,7 @@ export async function parseBody<T>(schema: StandardSchemaV1<unknown, T>, message
   // The count first: a long list is cut when dead-lettered, the count survives.
   throw new InvalidBodyError(
     message.MessageId,
-    sqsText(`body does not match the schema (${count}): ${listed.join('; ')}`),
+    sqsAttributeText(`body does not match the schema (${count}): ${listed.join('; ')}`),
     issues,
   );
 }
@@ -57,18 +58,6 @@ const MAX_ISSUE_MESSAGE_CHARS = 300;
 
 function cut(text: string, chars: number): string {
   return text.length <= chars ? text : `${text.slice(0, chars - 1)}…`;
-}
-
-/**
- * `text` with what SQS refuses in a string attribute value (control characters, lone surrogates,
- * U+FFFE and U+FFFF: keys of a JSON body can hold them) written as `\uXXXX`, so the reason can be sent.
- */
-function sqsText(text: string): string {
-  return text.replace(
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: SQS's own character set, tab and newlines among it
-    /[^\x09\x0A\x0D\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/gu,
-    (c) => `\\u${(c.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`,
-  );
 }
 
 /** `items[0].sku`; a key that is not an identifier is quoted: `["a b"]`. */

@@ -254,6 +254,7 @@ export function createLambdaHandler<T>(handler: BaseHandler<T>, options: LambdaO
         sqsTimeoutMs,
         backoff,
         logger,
+        logBodies: o.logMessageBodies,
         deleteAcked: false, // the event source mapping deletes what is not reported
         telemetry,
         emit,

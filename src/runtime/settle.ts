@@ -1,6 +1,6 @@
 import type { Message, SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from 'winston';
-import { SqsEntryError } from '../errors.ts';
+import { InvalidBodyError, SqsEntryError } from '../errors.ts';
 import type { MessageOutcome } from '../handler/outcome.ts';
 import { receiveCountOf } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
@@ -31,6 +31,8 @@ export interface SettleContext {
     readonly quorumBackoffSec: number;
   };
   readonly logger: Logger;
+  /** `logMessageBodies`: a body's validation issues (which may quote its values) are logged only then. */
+  readonly logBodies: boolean;
   /** The Worker deletes acked messages itself; Lambda leaves them to the event source mapping. */
   readonly deleteAcked: boolean;
   readonly emit: <K extends keyof WorkerEvents>(name: K, ...args: WorkerEvents[K]) => void;
@@ -252,17 +254,31 @@ async function maximumMessageSize(
   }
 }
 
+/**
+ * The reason and error as logged. A schema's issue messages can quote the body's values (valibot's
+ * do): without `logMessageBodies` only their count and paths are logged (the DLQ keeps them whole).
+ */
+function loggableReason(
+  reason: string,
+  error: unknown,
+  logBodies: boolean,
+): { reason: string; err?: unknown; issuePaths?: string[] } {
+  if (!(error instanceof InvalidBodyError) || logBodies) {
+    return { reason, err: error === undefined ? undefined : serializeError(error) };
+  }
+  return {
+    reason: reason.split('): ')[0] + (reason.includes('): ') ? ')' : ''),
+    issuePaths: error.issues.map((i) => (i.path ?? []).map(String).join('.')),
+  };
+}
+
 async function deadLetter(
   ctx: SettleContext,
   message: Message,
   reason: string,
   error: unknown,
 ): Promise<boolean> {
-  const log = {
-    messageId: message.MessageId,
-    reason,
-    err: error === undefined ? undefined : serializeError(error),
-  };
+  const log = { messageId: message.MessageId, ...loggableReason(reason, error, ctx.logBodies) };
   const queueUrl = ctx.deadLetterQueueUrl;
   if (!queueUrl) {
     ctx.logger.warn('poison message left in the queue (no dead-letter queue); SQS redrive will move it', log);

@@ -13,6 +13,7 @@ import {
 import type { Logger } from 'winston';
 import { SqsEntryError } from '../errors.ts';
 import { serializeError } from '../observability/serialize.ts';
+import { sqsAttributeText } from '../sqs-text.ts';
 
 /**
  * The system attributes the pipeline reads: the receive count (failure backoff), the group (FIFO
@@ -378,7 +379,11 @@ function deadLetterForms(
   const original = originalAttributes(message);
   const originalCount = Object.keys(original).length;
   const sourceId = { DataType: 'String', StringValue: message.MessageId ?? 'unknown' };
-  const string = (value: string): MessageAttributeValue => ({ DataType: 'String', StringValue: value });
+  // Escaped: an error's message may hold characters SQS refuses, and the send would then fail whole.
+  const string = (value: string): MessageAttributeValue => ({
+    DataType: 'String',
+    StringValue: sqsAttributeText(value),
+  });
   // Ours take up to 3 attributes: beyond 10 in all, the originals travel packed in one (as JSON, binary
   // values in base64); a redrive moves the message as it is, so the handler finds them there.
   const arranged = (ours: Record<string, MessageAttributeValue>): Record<string, MessageAttributeValue> =>

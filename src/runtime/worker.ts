@@ -126,6 +126,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       sqsTimeoutMs: o.sqsTimeoutMs,
       backoff: o,
       logger: this.#logger,
+      logBodies: o.logMessageBodies,
       deleteAcked: true,
       emit: (name, ...args) => {
         // A listener that throws must not look like a failed batch: the messages are already settled.

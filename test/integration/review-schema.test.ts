@@ -3,9 +3,11 @@
  * reason unsendable, and a case where testHandler and a real Worker (fauxqs, redis-server nodes)
  * could disagree on the same message.
  */
+
+import * as v from 'valibot';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { defineHandler, type HandlerContext, POISON_ATTRIBUTES } from '../../src/index.ts';
+import { BaseHandler, defineHandler, type HandlerContext, POISON_ATTRIBUTES } from '../../src/index.ts';
 import { sqsMessage, testHandler } from '../../src/testing/index.ts';
 import { eventually, sleep } from '../helpers/lock.ts';
 import { capturingLogger } from '../helpers/logs.ts';
@@ -54,6 +56,64 @@ describe('review: schema handlers and testHandler', () => {
     const reason = result.kind === 'poison' ? result.reason : '';
     expect(reason).toMatch(/^body does not match the schema \(1 issue\): /);
     expect(reason).toMatch(SQS_TEXT);
+  });
+
+  it('every attribute the dead-letter send adds is text SQS accepts, whatever the error says', async () => {
+    // An error message (from a parser, a vendor, a body's own bytes) may hold what SQS refuses in an
+    // attribute; the real SQS would refuse the whole send, and the message would never reach the DLQ.
+    class Picky extends BaseHandler<never> {
+      hydrate(): never {
+        throw new Error('bad byte \u0001 here, \uffff there, and a lone \ud800');
+      }
+      async handle(): Promise<void> {}
+    }
+    const { queueUrl, queueName, dlqUrl } = env.createQueue('review-sqs-text', { maxReceiveCount: 3 });
+    await workers.start(new Picky(), queueUrl);
+    await sendMessages(env.sqs, queueUrl, [{ body: '{}' }]);
+    await eventually(async () => env.counts(queueName).total === 0, 15_000);
+    const [dead] = await eventually(async () => {
+      const got = await drainQueue(env.sqs, dlqUrl as string);
+      return got.length === 1 && got;
+    }, 15_000);
+    const values = Object.values(dead?.MessageAttributes ?? {}).map((a) => a.StringValue ?? '');
+    expect(values.length).toBeGreaterThanOrEqual(2);
+    for (const value of values) expect(value).toMatch(SQS_TEXT);
+    expect(dead?.MessageAttributes?.[POISON_ATTRIBUTES.reason]?.StringValue).toContain(
+      'bad byte \\u0001 here',
+    );
+  });
+
+  it("a body's values quoted by a schema's issue messages stay out of the logs unless logMessageBodies", async () => {
+    // valibot's messages quote the value they refused: `Invalid email: Received "secret-token-abc"`.
+    const handler = defineHandler({
+      schema: v.object({ email: v.pipe(v.string(), v.email()) }),
+      handle: async () => {},
+    });
+    const body = JSON.stringify({ email: 'secret-token-abc' });
+    for (const logMessageBodies of [false, true]) {
+      const { queueUrl, queueName, dlqUrl } = env.createQueue(`review-log-values-${logMessageBodies}`, {
+        maxReceiveCount: 3,
+      });
+      const { logger, entries } = capturingLogger();
+      await workers.start(handler, queueUrl, { logger, logMessageBodies });
+      await sendMessages(env.sqs, queueUrl, [{ body }]);
+      await eventually(async () => env.counts(queueName).total === 0, 15_000);
+      const [dead] = await eventually(async () => {
+        const got = await drainQueue(env.sqs, dlqUrl as string);
+        return got.length === 1 && got;
+      }, 15_000);
+      // The DLQ keeps the whole reason (the body is there anyway).
+      expect(dead?.MessageAttributes?.[POISON_ATTRIBUTES.reason]?.StringValue).toContain('secret-token-abc');
+      const logged = entries.map((e) => JSON.stringify(e)).join('\n');
+      expect(logged).toContain('poison message moved to the dead-letter queue');
+      if (logMessageBodies) expect(logged).toContain('secret-token-abc');
+      else {
+        expect(logged).not.toContain('secret-token-abc');
+        expect(logged).toContain('body does not match the schema (1 issue)');
+        expect(logged).toContain('"issuePaths":["email"]');
+      }
+      await workers.stopAll();
+    }
   });
 
   it('defineHandler takes a handle that resolves to a value (typed: tsc checks this file), and ignores it', async () => {
