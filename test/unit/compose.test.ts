@@ -13,7 +13,7 @@ describe('docker-compose.yml', () => {
         environment?: Record<string, string>;
         volumes?: string[];
         deploy?: { replicas?: number };
-        build?: { dockerfile?: string };
+        build?: { context?: string; dockerfile?: string };
       }
     >;
   };
@@ -28,6 +28,15 @@ describe('docker-compose.yml', () => {
       './localstack/init/ready.d:/etc/localstack/init/ready.d:ro',
     );
     expect(existsSync('localstack/init/ready.d/create-queues.sh')).toBe(true);
+  });
+
+  it('mounts only paths that exist in the repository', () => {
+    const mounts = Object.values(services).flatMap((service) => service.volumes ?? []);
+    expect(mounts.length).toBeGreaterThan(0);
+    for (const mount of mounts) {
+      const host = mount.split(':')[0] ?? '';
+      if (host.startsWith('.')) expect(existsSync(host), mount).toBe(true);
+    }
   });
 
   it('runs three independent Redis nodes with AOF and fsync always, all in REDIS_URLS', () => {
@@ -67,10 +76,16 @@ describe('docker-compose.yml', () => {
     ]) {
       expect(env, name).toHaveProperty(name);
     }
+    // The Dockerfile's paths are relative to the repository root (test/unit/dockerfile.test.ts checks it).
+    expect(worker?.build?.context).toBe('.');
     const dockerfile = worker?.build?.dockerfile ?? '';
     expect(existsSync(dockerfile)).toBe(true);
+    expect(existsSync(`${dockerfile}.dockerignore`)).toBe(true);
+    // The image runs the handler compiled into dist/: its TypeScript source must exist.
     const handler = /"run", "([^"]+)"/.exec(readFileSync(dockerfile, 'utf8'))?.[1] ?? '';
-    expect(existsSync(handler), handler).toBe(true);
+    expect(handler).toMatch(/^dist\/.+\.js$/);
+    const source = handler.replace(/^dist\//, '').replace(/\.js$/, '.ts');
+    expect(existsSync(source), source).toBe(true);
     expect(env.STORE_URL).toBe('redis://store:6379');
     expect(services.store).toBeDefined();
   });
