@@ -82,7 +82,10 @@ import { type RedisNode, type RedisNodes, startRedisNodes } from '../test/helper
 import { type SqsEnv, startSqs } from '../test/helpers/sqs.ts';
 import {
   aroundQuorumPings,
+  type CostRow,
   commandsByName,
+  costTable,
+  FLOOR_NOTE,
   fillQueue,
   type MeasuredRun,
   type PollSettings,
@@ -930,6 +933,15 @@ function loadAverage(): string {
 }
 
 /** Per locked row of the 3-healthy scenario: CPU added over no lock, and the ratio it predicts. */
+/** How the cost table counts each row. */
+const COST_ROLES: Record<EngineId, CostRow['role']> = {
+  'no-lock': 'no-lock',
+  ours: 'ours',
+  'redis-semaphore': 'semaphore',
+  sesame: 'peer',
+  floor: 'floor',
+};
+
 function cpuLines(rows: readonly Aggregate[]): string[] {
   const base = row(rows, 'healthy-3', 'no-lock');
   if (!base) return [];
@@ -1073,6 +1085,25 @@ function report(
       "row's msg/s follows its CPU per message (node + redis) closely; CPU added per message over the no-lock row, " +
       'and the vs-no-lock ratio that CPU alone predicts:',
     ...cpuLines(rows),
+    '',
+    '### CPU µs per message added over no lock, split node / redis-servers',
+    '',
+    costTable(
+      rows.map((r) => ({
+        group: scenarioLabel.get(r.scenario) ?? r.scenario,
+        label: r.label,
+        role: COST_ROLES[r.engine],
+        processCpuUsPerMsg: r.processCpuUsPerMsg,
+        redisCpuUsPerMsg: r.redisCpuUsPerMsg,
+      })),
+      'Scenario',
+    ),
+    '',
+    `Node = this process (the engine, the AWS SDK and the in-process fauxqs alike), redis-servers = INFO cpu ` +
+      `deltas of the running nodes, both over the no-lock row of the same scenario and run. ${FLOOR_NOTE} ` +
+      `The targets: ours at most a third of per-message redis-semaphore's added CPU or within 1.5x of the ` +
+      `floor's, whichever is larger; redis-servers at most half of redis-semaphore's. Load average at the end of ` +
+      `the run: ${loadAtEnd}.`,
     '',
     `## Long-running handlers: ${fmt(EXTENSION_LOCKS)} locks held for ${EXTENSION_HOLD_MS / 1000} s`,
     '',

@@ -5,6 +5,8 @@
  *
  *   npm run bench:lock            # markdown table on stdout, progress on stderr
  *   npm run bench:lock -- --json  # raw numbers as JSON on stdout instead
+ *   npm run bench:lock -- --quick # 3 rounds of a quarter of the operations (a look, not a result)
+ *   npm run bench:lock -- --baseline=/tmp/wt-perf   # also DIR/src's Redlock, interleaved (the *-base rows)
  *
  * Method: every measurement is a warm-up followed by a fixed number of operations run by CONCURRENCY
  * closed loops; one operation is acquire + release of one key (single) or of BATCH keys (batch). Every
@@ -26,12 +28,13 @@
 import { Redlock as SesameRedlock } from '@sesamecare-oss/redlock';
 import type { Redis } from 'ioredis';
 import { RedlockMutex } from 'redis-semaphore';
-import { createLogger, isLock, Redlock } from '../src/index.ts';
+import { type AcquireResult, createLogger, isLock, type Lock, Redlock } from '../src/index.ts';
 import { startRedisNodes } from '../test/helpers/redis-nodes.ts';
 import {
   type Environment,
   environment,
   environmentHeader,
+  flagValue,
   fmt,
   fmtRatio,
   type LatencySummary,
@@ -53,18 +56,26 @@ const TTL_MS = 10_000;
 /** Keys per batch. */
 const BATCH = 10;
 /** Each row is measured once per round; rows are interleaved within a round. */
-const ROUNDS = 5;
+const QUICK = process.argv.includes('--quick');
+const ROUNDS = QUICK ? 3 : 5;
 /** Operations per measurement (a batch operation locks BATCH keys). Sized for a ~50 s run on 2 cores. */
-const ITERATIONS = { single: 7_000, batch: 1_400 } as const;
+const ITERATIONS = QUICK
+  ? ({ single: 1_750, batch: 350 } as const)
+  : ({ single: 7_000, batch: 1_400 } as const);
 /**
  * Single-key latency is also measured unloaded, one operation in flight, after each throughput run: at
  * CONCURRENCY in flight on a small machine, p99 mostly measures queueing behind the other loops (and
  * the scheduler), i.e. throughput again. The latency target is judged on the unloaded figure; both are
  * printed.
  */
-const UNLOADED_ITERATIONS = 600;
+const UNLOADED_ITERATIONS = QUICK ? 300 : 600;
 /** Operations run before each measurement and discarded. */
-const WARMUP = { single: 500, batch: 100 } as const;
+const WARMUP = QUICK ? ({ single: 250, batch: 50 } as const) : ({ single: 500, batch: 100 } as const);
+/** `--baseline=DIR`: DIR/src's Redlock as well (rows `*\/ours-base`), e.g. a worktree of HEAD. */
+const BASELINE_DIR = flagValue('baseline');
+const baseTree: typeof import('../src/index.ts') | undefined = BASELINE_DIR
+  ? await import(`${BASELINE_DIR}/src/index.ts`)
+  : undefined;
 /** Number of redis-server nodes (independent Redlock quorum members). */
 const NODES = 3;
 
@@ -73,7 +84,7 @@ const TARGET_BATCH_VS_SEMAPHORE = 3;
 const TARGET_SINGLE_P99_VS_BEST_PEER = 1.2;
 
 type Workload = 'single' | 'batch';
-type EngineId = 'ours' | 'redis-semaphore' | 'sesame' | 'sesame-multi';
+type EngineId = 'ours' | 'ours-base' | 'redis-semaphore' | 'sesame' | 'sesame-multi';
 
 interface Row {
   readonly id: string;
@@ -92,10 +103,45 @@ interface RowResult {
 
 const ENGINE_LABELS: Record<EngineId, string> = {
   ours: 'sqs-redlock-worker Redlock',
+  'ours-base': `baseline Redlock (${BASELINE_DIR ?? '--baseline'}/src)`,
   'redis-semaphore': 'redis-semaphore RedlockMutex',
   sesame: '@sesamecare-oss/redlock',
   'sesame-multi': '@sesamecare-oss/redlock multi-resource (all-or-nothing, not equivalent)',
 };
+
+/** The single and batch rows of a Redlock of this project (this tree's, or the --baseline tree's). */
+function redlockRows(
+  redlock: Redlock,
+  engine: 'ours' | 'ours-base',
+  locked: (result: AcquireResult) => boolean,
+): [Row, Row] {
+  return [
+    {
+      id: `single/${engine}`,
+      workload: 'single',
+      engine,
+      label: ENGINE_LABELS[engine],
+      op: async ([key]) => {
+        const lock = await redlock.acquire(key as string);
+        await lock.release();
+      },
+    },
+    {
+      id: `batch/${engine}`,
+      workload: 'batch',
+      engine,
+      label: `${ENGINE_LABELS[engine]}: acquireMany + releaseMany`,
+      op: async (keys) => {
+        const results = await redlock.acquireMany(keys, { retryCount: 0 });
+        const locks = results.filter(locked) as Lock[];
+        await redlock.releaseMany(locks);
+        if (locks.length !== keys.length) {
+          throw new Error(`acquireMany granted ${locks.length} of ${keys.length}`);
+        }
+      },
+    },
+  ];
+}
 
 function buildRows(clients: Redis[]): { rows: Row[]; ours: Redlock } {
   const ours = new Redlock(clients, {
@@ -111,17 +157,9 @@ function buildRows(clients: Redis[]): { rows: Row[]; ours: Redlock } {
   // Redlock emits 'error' for every node that votes against; without a listener EventEmitter would throw.
   sesame.on('error', () => undefined);
 
+  const [oursSingle, oursBatch] = redlockRows(ours, 'ours', isLock);
   const rows: Row[] = [
-    {
-      id: 'single/ours',
-      workload: 'single',
-      engine: 'ours',
-      label: ENGINE_LABELS.ours,
-      op: async ([key]) => {
-        const lock = await ours.acquire(key as string);
-        await lock.release();
-      },
-    },
+    oursSingle,
     {
       id: 'single/redis-semaphore',
       workload: 'single',
@@ -143,20 +181,7 @@ function buildRows(clients: Redis[]): { rows: Row[]; ours: Redlock } {
         await lock.release();
       },
     },
-    {
-      id: 'batch/ours',
-      workload: 'batch',
-      engine: 'ours',
-      label: `${ENGINE_LABELS.ours}: acquireMany + releaseMany`,
-      op: async (keys) => {
-        const results = await ours.acquireMany(keys, { retryCount: 0 });
-        const locks = results.filter(isLock);
-        await ours.releaseMany(locks);
-        if (locks.length !== keys.length) {
-          throw new Error(`acquireMany granted ${locks.length} of ${keys.length}`);
-        }
-      },
-    },
+    oursBatch,
     {
       id: 'batch/redis-semaphore',
       workload: 'batch',
@@ -189,6 +214,15 @@ function buildRows(clients: Redis[]): { rows: Row[]; ours: Redlock } {
       },
     },
   ];
+  if (baseTree) {
+    const base = new baseTree.Redlock(clients, {
+      ttlMs: TTL_MS,
+      retryCount: 0,
+      autoExtend: false,
+      logger: baseTree.createLogger({ silent: true }),
+    }) as unknown as Redlock;
+    rows.push(...redlockRows(base, 'ours-base', (r) => baseTree.isLock(r as never)));
+  }
   return { rows, ours };
 }
 
@@ -272,7 +306,10 @@ function aggregate(results: readonly RowResult[]): Aggregate[] {
   });
   return base.map((a) => {
     const semaphore = base.find((b) => b.workload === a.workload && b.engine === 'redis-semaphore');
-    const peers = base.filter((b) => b.workload === 'single' && b.engine !== a.engine);
+    // The baseline tree's rows are this engine before a change, never a peer.
+    const peers = base.filter(
+      (b) => b.workload === 'single' && b.engine !== a.engine && b.engine !== 'ours-base',
+    );
     return {
       ...a,
       vsSemaphore: semaphore ? a.opsPerSec / semaphore.opsPerSec : Number.NaN,

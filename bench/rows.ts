@@ -10,9 +10,19 @@ import type { Redis } from 'ioredis';
 import { RedlockMutex } from 'redis-semaphore';
 import { Consumer } from 'sqs-consumer';
 import { BaseHandler, createLogger, type Redlock, Worker } from '../src/index.ts';
+import { RECEIVE_SYSTEM_ATTRIBUTES } from '../src/runtime/sqs-actions.ts';
 import type { RedisNode } from '../test/helpers/redis-nodes.ts';
 import type { SqsEnv } from '../test/helpers/sqs.ts';
-import { addCounts, fmt, type LatencySummary, sleep, summarize, totalCalls } from './shared.ts';
+import {
+  addCounts,
+  fmt,
+  fmtRatio,
+  type LatencySummary,
+  markdownTable,
+  sleep,
+  summarize,
+  totalCalls,
+} from './shared.ts';
 
 export const silentLogger = createLogger({ silent: true });
 
@@ -216,7 +226,7 @@ export function startConsumers(
       waitTimeSeconds: settings.waitTimeSeconds,
       visibilityTimeout: settings.visibilityTimeoutSec,
       // What the Worker asks for, so every row receives the same payload.
-      messageSystemAttributeNames: ['ApproximateReceiveCount', 'MessageGroupId'],
+      messageSystemAttributeNames: [...RECEIVE_SYSTEM_ATTRIBUTES],
       messageAttributeNames: ['All'],
       handleMessageBatch: async (messages) => {
         for (const message of messages) probe.onReceive(message.MessageId);
@@ -301,8 +311,10 @@ export async function startWorker(
   redlock: Redlock,
   queueUrl: string,
   probe: Probe,
+  /** Another tree's Worker (bench/worker.ts --baseline), to run its pipeline side by side with this one. */
+  WorkerClass: typeof Worker = Worker,
 ): Promise<Running> {
-  const worker = new Worker<unknown>({
+  const worker = new WorkerClass<unknown>({
     queueUrl,
     sqs: settings.sqs,
     redlock,
@@ -519,4 +531,76 @@ export function commandsByName(row: Pick<RowFigures, 'redisCommandsByName'>): st
   return Object.entries(row.redisCommandsByName)
     .map(([name, perMsg]) => `${name} ${fmt(perMsg, 2)}`)
     .join(', ');
+}
+
+// ---------------------------------------------------------------------------
+// The cost table: CPU added per message over the no-lock row
+
+/** One row of the cost table (`group`: the pollers or the scenario the row's no-lock baseline shares). */
+export interface CostRow {
+  readonly group: string;
+  readonly label: string;
+  /** 'semaphore': the per-message redis-semaphore RedlockMutex row, which the targets are judged against. */
+  readonly role: 'no-lock' | 'ours' | 'semaphore' | 'peer' | 'floor' | 'diagnostic';
+  readonly processCpuUsPerMsg: number;
+  readonly redisCpuUsPerMsg: number;
+}
+
+/** What the floor is, for the note under the cost table. */
+export const FLOOR_NOTE =
+  'The transport floor is the no-lock setup plus two quorum round trips of PING per batch (one PING to ' +
+  "every connected node before the batch's work and one after, each waiting for a quorum of answers), " +
+  'with no Lua and no lock: what any engine that locks and then completes a batch over these nodes pays ' +
+  'in round trips alone, so the least CPU a batch-locking Redlock can add here.';
+
+/**
+ * "CPU µs per message added over no lock, split node / redis-servers", for every row but the no-lock
+ * baseline of its group, with the ratios the targets are judged on: added CPU over the transport floor's
+ * and over per-message redis-semaphore's, and added redis-server CPU over redis-semaphore's.
+ */
+export function costTable(rows: readonly CostRow[], groupHeader: string): string {
+  const byGroup = new Map<string, CostRow[]>();
+  for (const r of rows) byGroup.set(r.group, [...(byGroup.get(r.group) ?? []), r]);
+  const added = (r: CostRow, base: CostRow) => ({
+    node: r.processCpuUsPerMsg - base.processCpuUsPerMsg,
+    redis: r.redisCpuUsPerMsg - base.redisCpuUsPerMsg,
+  });
+  const total = (a: { node: number; redis: number }): number => a.node + a.redis;
+  const lines: string[][] = [];
+  for (const [group, members] of byGroup) {
+    const base = members.find((r) => r.role === 'no-lock');
+    if (!base) continue;
+    const floor = members.find((r) => r.role === 'floor');
+    const floorAdded = floor ? total(added(floor, base)) : Number.NaN;
+    const semaphoreRow = members.find((r) => r.role === 'semaphore');
+    const semaphore = semaphoreRow ? added(semaphoreRow, base) : undefined;
+    for (const r of members) {
+      if (r === base) continue;
+      const a = added(r, base);
+      lines.push([
+        group,
+        r.label,
+        fmt(a.node),
+        fmt(a.redis),
+        fmt(total(a)),
+        fmtRatio(total(a) / floorAdded),
+        semaphore ? fmtRatio(total(a) / total(semaphore)) : '–',
+        semaphore ? fmtRatio(a.redis / semaphore.redis) : '–',
+      ]);
+    }
+  }
+  return markdownTable(
+    [
+      groupHeader,
+      'Setup',
+      'node µs/msg added',
+      'redis-servers µs/msg added',
+      'total µs/msg added',
+      'vs transport floor',
+      'total vs redis-semaphore',
+      'redis-servers vs redis-semaphore',
+    ],
+    lines,
+    ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'right'],
+  );
 }

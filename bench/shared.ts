@@ -13,6 +13,11 @@ export function wantsJson(argv: readonly string[] = process.argv.slice(2)): bool
   return argv.includes('--json');
 }
 
+/** The value of a `--name=value` argument, or undefined. */
+export function flagValue(name: string, argv: readonly string[] = process.argv.slice(2)): string | undefined {
+  return argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3);
+}
+
 /** Prints the result on stdout: `raw()` as JSON with `--json`, else the `markdown()` report. */
 export function printResult(json: boolean, raw: () => unknown, markdown: () => string): void {
   process.stdout.write(json ? `${JSON.stringify(raw(), null, 2)}\n` : `${markdown()}\n`);

@@ -6,6 +6,8 @@
  *   npm run bench:worker            # markdown table on stdout, progress on stderr
  *   npm run bench:worker -- --json  # raw numbers as JSON on stdout instead
  *   npm run bench:worker -- --only=no-lock,pipeline,lock-only,floor --pollers=4   # some rows / pollers only
+ *   npm run bench:worker -- --baseline=/tmp/wt-perf --only=no-lock,pipeline,pipeline-base,lock-only,lock-only-base
+ *                                   # also another tree's Worker / Redlock (DIR/src), interleaved with these
  *
  * Setup: one fauxqs SQS emulator in this process (test/helpers/sqs.ts) and 3 redis-server processes
  * (test/helpers/redis-nodes.ts). Every measurement gets a fresh standard queue pre-filled with the same
@@ -41,14 +43,19 @@
  * Rows are interleaved in ROUNDS rounds, rotating their order each round, after one discarded warm-up
  * run per row; the nodes are flushed before every run. Aggregate msg/s = messages / summed duration.
  */
+import { loadavg } from 'node:os';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { Redis } from 'ioredis';
-import { isLock, Redlock } from '../src/index.ts';
+import type * as thisTree from '../src/index.ts';
+import { type AcquireResult, isLock, type Lock, Redlock } from '../src/index.ts';
 import { type RedisNodes, startRedisNodes } from '../test/helpers/redis-nodes.ts';
 import { type SqsEnv, startSqs } from '../test/helpers/sqs.ts';
 import {
   aroundQuorumPings,
+  type CostRow,
   commandsByName,
+  costTable,
+  FLOOR_NOTE,
   fillQueue,
   type MeasuredRun,
   median,
@@ -118,17 +125,44 @@ const RUN_TIMEOUT_MS = 60_000;
 /** Targets of this project (reported, never used to tune the measurement). */
 const TARGET_VS_NO_LOCK = 0.85;
 
-type EngineId = 'no-lock' | 'pipeline' | 'redis-semaphore' | 'lock-only' | 'floor';
+type EngineId =
+  | 'no-lock'
+  | 'pipeline'
+  | 'redis-semaphore'
+  | 'lock-only'
+  | 'floor'
+  | 'pipeline-base'
+  | 'lock-only-base';
 /** The rows of a default run. */
 const DEFAULT_ENGINES: readonly EngineId[] = ['no-lock', 'pipeline', 'redis-semaphore'];
 /** Also `lock-only`, a diagnostic row: the lock engine's cost without the Worker's bookkeeping. */
-const ALL_ENGINES: readonly EngineId[] = ['no-lock', 'pipeline', 'redis-semaphore', 'lock-only', 'floor'];
+const ALL_ENGINES: readonly EngineId[] = [
+  'no-lock',
+  'pipeline',
+  'pipeline-base',
+  'redis-semaphore',
+  'lock-only',
+  'lock-only-base',
+  'floor',
+];
+/**
+ * `--baseline=DIR`: the `*-base` rows run DIR/src's Worker and Redlock (e.g. a worktree of HEAD whose
+ * src/lock is the engine before a change), so a change is measured side by side in one run.
+ */
+const BASELINE_DIR = process.argv.find((arg) => arg.startsWith('--baseline='))?.slice('--baseline='.length);
+const baseTree: typeof thisTree | undefined = BASELINE_DIR
+  ? ((await import(`${BASELINE_DIR}/src/index.ts`)) as typeof thisTree)
+  : undefined;
+
 /**
  * `--only=pipeline` (or a comma-separated list) runs only those rows, e.g. under `--cpu-prof`, or adds
  * the diagnostic one (`--only=no-lock,pipeline,lock-only`). The no-lock row is the baseline of every
  * ratio: without it the ratios print as '–'.
  */
 const ENGINES: readonly EngineId[] = onlyEngines(process.argv.slice(2));
+if (!baseTree && ENGINES.some((engine) => engine.endsWith('-base'))) {
+  throw new Error('the *-base rows need --baseline=DIR');
+}
 
 function pollersOf(argv: readonly string[]): number[] | undefined {
   const list = argv.find((arg) => arg.startsWith('--pollers='))?.slice('--pollers='.length);
@@ -156,6 +190,19 @@ const ENGINE_LABELS: Record<EngineId, string> = {
   'redis-semaphore': 'sqs-consumer + redis-semaphore RedlockMutex per message',
   'lock-only': 'sqs-consumer + this Redlock: acquireMany, work, completeMany per batch',
   floor: 'sqs-consumer + 2 quorum round trips of PING per batch (transport floor: no Lua, no locks)',
+  'pipeline-base': `baseline Worker (${BASELINE_DIR ?? '--baseline'}/src)`,
+  'lock-only-base': `sqs-consumer + baseline Redlock (${BASELINE_DIR ?? '--baseline'}/src) per batch`,
+};
+
+/** How the cost table counts each row. */
+const ENGINE_ROLES: Record<EngineId, CostRow['role']> = {
+  'no-lock': 'no-lock',
+  pipeline: 'ours',
+  'redis-semaphore': 'semaphore',
+  'lock-only': 'diagnostic',
+  floor: 'floor',
+  'pipeline-base': 'diagnostic',
+  'lock-only-base': 'diagnostic',
 };
 
 // ---------------------------------------------------------------------------
@@ -188,6 +235,8 @@ interface Fixture {
   readonly semaphoreClients: Redis[];
   /** This project's lock engine, over its own clients. */
   readonly redlock: Redlock;
+  /** The --baseline tree's lock engine, over clients of its own. */
+  readonly baseRedlock: Redlock | undefined;
 }
 
 type Start = (fixture: Fixture, queueUrl: string, concurrency: number, probe: Probe) => Promise<Running>;
@@ -222,23 +271,44 @@ const startPipeline: Start = (fixture, queueUrl, concurrency, probe) =>
  * Worker's pipeline does it (acquireMany with no retry, the work, completeMany, then the delete) but
  * without the Worker around it: the gap to the pipeline row is the Worker's own bookkeeping.
  */
-const startLockOnly: Start = async (fixture, queueUrl, concurrency, probe) =>
-  startConsumers(polling(fixture, concurrency), queueUrl, probe, (message) => work(message.Body), {
-    async around(messages, run) {
-      const results = await fixture.redlock.acquireMany(
-        messages.map((m) => m.MessageId as string),
-        { retryCount: 0, autoExtend: false },
-      );
-      const locks = results.filter(isLock);
-      if (locks.length !== messages.length) {
-        await fixture.redlock.releaseMany(locks);
-        throw new Error(`${locks.length} of ${messages.length} locked`);
-      }
-      const acked = await run();
-      await fixture.redlock.completeMany(locks);
-      return acked;
-    },
-  });
+const lockOnly =
+  (pick: (fixture: Fixture) => Redlock | undefined, locked: (result: unknown) => boolean): Start =>
+  async (fixture, queueUrl, concurrency, probe) => {
+    const redlock = pick(fixture) as Redlock;
+    return startConsumers(polling(fixture, concurrency), queueUrl, probe, (message) => work(message.Body), {
+      async around(messages, run) {
+        const results = await redlock.acquireMany(
+          messages.map((m) => m.MessageId as string),
+          { retryCount: 0, autoExtend: false },
+        );
+        const locks = results.filter(locked) as Lock[];
+        if (locks.length !== messages.length) {
+          await redlock.releaseMany(locks);
+          throw new Error(`${locks.length} of ${messages.length} locked`);
+        }
+        const acked = await run();
+        await redlock.completeMany(locks);
+        return acked;
+      },
+    });
+  };
+
+const startLockOnly: Start = lockOnly(
+  (fixture) => fixture.redlock,
+  (result) => isLock(result as AcquireResult),
+);
+const startLockOnlyBase: Start = lockOnly(
+  (fixture) => fixture.baseRedlock,
+  (result) => baseTree?.isLock(result as never) ?? false,
+);
+const startPipelineBase: Start = (fixture, queueUrl, concurrency, probe) =>
+  startWorker(
+    polling(fixture, concurrency),
+    fixture.baseRedlock as Redlock,
+    queueUrl,
+    probe,
+    baseTree?.Worker as typeof thisTree.Worker,
+  );
 
 /** The transport floor of a batch-locking Redlock: two quorum round trips of PING per batch, no Lua, no locks. */
 const startFloor: Start = async (fixture, queueUrl, concurrency, probe) =>
@@ -256,6 +326,8 @@ const STARTS: Record<EngineId, Start> = {
   'redis-semaphore': startSemaphore,
   'lock-only': startLockOnly,
   floor: startFloor,
+  'pipeline-base': startPipelineBase,
+  'lock-only-base': startLockOnlyBase,
 };
 
 // ---------------------------------------------------------------------------
@@ -486,6 +558,25 @@ function report(
       'process (consumer, AWS SDK and the in-process fauxqs alike) and the 3 redis-servers together; ' +
       '"msg/s spread" = half the min-max range of the per-round msg/s.',
     '',
+    'CPU µs per message added over no lock, split node / redis-servers (this process: consumer, AWS SDK ' +
+      'and the in-process fauxqs; the 3 redis-servers: INFO cpu deltas), against the no-lock row with as ' +
+      'many pollers, same run:',
+    '',
+    costTable(
+      rows.map((r) => ({
+        group: `${r.concurrency} pollers`,
+        label: r.label,
+        role: ENGINE_ROLES[r.engine],
+        processCpuUsPerMsg: r.processCpuUsPerMsg,
+        redisCpuUsPerMsg: r.redisCpuUsPerMsg,
+      })),
+      'Pollers',
+    ),
+    '',
+    `${FLOOR_NOTE} Load average at the end of the run (1 / 5 / 15 min): ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' / ')}.`,
+    '',
     'Redis commands by name (INFO commandstats, per message):',
     ...commandLines,
     '',
@@ -510,6 +601,7 @@ async function main(): Promise<void> {
   const redis = await startRedisNodes(NODES);
   let sqsEnv: SqsEnv | undefined;
   let redlock: Redlock | undefined;
+  let baseRedlock: Redlock | undefined;
   try {
     sqsEnv = await startSqs();
     const semaphoreClients = redis.clients();
@@ -518,13 +610,21 @@ async function main(): Promise<void> {
     // Connected (handshake done) before any run, so no run counts a handshake.
     await Promise.all([...semaphoreClients, ...redlockClients, ...statsClients].map((c) => c.ping()));
     redlock = new Redlock(redlockClients, { ttlMs: LOCK_TTL_MS, logger: silentLogger });
-    const sent = new SentCounter([...semaphoreClients, ...redlockClients]);
+    const baseClients = baseTree ? redis.clients() : [];
+    await Promise.all(baseClients.map((c) => c.ping()));
+    baseRedlock = baseTree
+      ? (new baseTree.Redlock(baseClients, {
+          ttlMs: LOCK_TTL_MS,
+          logger: baseTree.createLogger({ silent: true }),
+        }) as unknown as Redlock)
+      : undefined;
+    const sent = new SentCounter([...semaphoreClients, ...redlockClients, ...baseClients]);
     const sqsCalls = new SqsCallCounter();
     sqsCalls.watch(sqsEnv.sqs);
     const h: Harness = {
       sqsEnv,
       redis,
-      fixture: { sqs: sqsEnv.sqs, semaphoreClients, redlock },
+      fixture: { sqs: sqsEnv.sqs, semaphoreClients, redlock, baseRedlock },
       statsClients,
       sent,
       sqsCalls,
@@ -592,6 +692,7 @@ async function main(): Promise<void> {
     );
   } finally {
     await redlock?.quit();
+    await baseRedlock?.quit();
     await sqsEnv?.stop();
     await redis.stop();
   }

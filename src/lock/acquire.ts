@@ -18,13 +18,24 @@ export const ACQUIRE_SCRIPT = defineScript(
            after a counter expired or a node came back empty)
   ARGV[3+i]: our owner value of lock i (random)
   Returns, per lock, one integer: > 0 granted, the fencing token | 0 completed: the marker exists |
-  < 0 held by another owner, -(its remaining ms + 1) ]]
+  < 0 held by another owner, -(its remaining ms + 1)
+  For more than one lock, one EXISTS over every marker first: when none exists (the common case) no
+  lock needs its own check. Nothing here writes a marker (lock and fence keys end in :lock and :fence,
+  a marker in :done), so that answer holds for the whole loop. ]]
 local ttl, counterTtl, first = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local n = #KEYS / 3
+local anyDone = true
+if n > 1 then
+  local markers = {}
+  for i = 1, n do markers[i] = KEYS[3 * i] end
+  anyDone = redis.call('EXISTS', unpack(markers)) > 0
+end
+local firstToken = tonumber(first)
 local out = {}
-for i = 1, #KEYS / 3 do
-  local lock, fence, marker, value = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[3 + i]
+for i = 1, n do
+  local lock, fence, value = KEYS[3 * i - 2], KEYS[3 * i - 1], ARGV[3 + i]
   local granted = false
-  if redis.call('EXISTS', marker) == 1 then
+  if anyDone and redis.call('EXISTS', KEYS[3 * i]) == 1 then
     out[i] = 0
   elseif redis.call('SET', lock, value, 'NX', 'PX', ttl) then
     granted = true
@@ -43,7 +54,7 @@ for i = 1, #KEYS / 3 do
     else
       seeded = redis.call('SET', fence, first, 'NX')
     end
-    out[i] = seeded and tonumber(first) or redis.call('INCR', fence)
+    out[i] = seeded and firstToken or redis.call('INCR', fence)
   end
 end
 return out

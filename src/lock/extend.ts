@@ -9,10 +9,15 @@ export const EXTEND_SCRIPT = defineScript(
 --[[ Extend a batch of locks, each only if we still own it.
   KEYS, per lock i: the lock key
   ARGV[2i-1]: our owner value of lock i   ARGV[2i]: its new TTL in ms
-  Returns, per lock: 1 extended | 0 not ours (expired or taken) ]]
+  Returns, per lock: 1 extended | 0 not ours (expired or taken)
+  For more than one lock, one MGET reads every lock (PEXPIRE changes no value, so what it read holds
+  for the whole loop). ]]
+if #KEYS == 0 then return {} end
+local values
+if #KEYS == 1 then values = { redis.call('GET', KEYS[1]) } else values = redis.call('MGET', unpack(KEYS)) end
 local out = {}
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[2 * i - 1] then
+  if values[i] == ARGV[2 * i - 1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[2 * i])
     out[i] = 1
   else

@@ -35,8 +35,10 @@ export class LockExtender {
   }
 
   untrack(lock: Lock): void {
+    // The timer stays armed when the set empties (it is unref'd; a tick over no locks just stops):
+    // a worker's set empties between most batches, and clearing it there would cost a clearTimeout
+    // and a setTimeout per batch. The next lock's wake-up is later than the armed one, so it rides on it.
     this.#locks.delete(lock);
-    if (this.#locks.size === 0) this.#clear();
   }
 
   /** Locks held and auto-extended right now. */

@@ -28,7 +28,10 @@ export class Lock {
   /** @internal extended by the engine's extender */
   readonly autoExtend: boolean;
   readonly #engine: LockEngine;
-  readonly #controller = new AbortController();
+  /** Made on first look at `signal`: a lock that is completed without anyone reading it never pays for one. */
+  #controller: AbortController | undefined;
+  /** Why it was lost (what `signal` aborts with), once it is. */
+  #lostError: LockLostError | undefined;
   #state: LockState = 'held';
   /** Monotonic time at which validity ends. */
   #deadline: number;
@@ -62,6 +65,10 @@ export class Lock {
 
   /** Aborts (reason: a LockLostError) when the lock is lost. Not aborted by a normal release. */
   get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#lostError !== undefined) this.#controller.abort(this.#lostError);
+    }
     return this.#controller.signal;
   }
 
@@ -108,10 +115,7 @@ export class Lock {
    */
   get expiredUnclaimed(): boolean {
     if (this.#state === 'held') return this.#engine.now() >= this.#deadline;
-    return (
-      this.#state === 'lost' &&
-      (this.#controller.signal.reason as LockLostError | undefined)?.reason === 'expired'
-    );
+    return this.#state === 'lost' && this.#lostError?.reason === 'expired';
   }
 
   /** @internal */
@@ -142,7 +146,8 @@ export class Lock {
     if (this.#state !== 'held') return;
     this.#state = 'lost';
     const error = new LockLostError(this.key, this.fencingToken, reason, detail, { cause });
-    this.#controller.abort(error);
+    this.#lostError = error;
+    this.#controller?.abort(error);
     this.#engine.onLost(this, error);
   }
 
@@ -162,6 +167,6 @@ export class Lock {
   }
 
   #throwIfLost(): void {
-    if (this.#state === 'lost') throw this.#controller.signal.reason;
+    if (this.#state === 'lost') throw this.#lostError;
   }
 }

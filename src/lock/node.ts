@@ -113,30 +113,19 @@ export class RedisNode {
       });
     }
     this.#unanswered += items.length;
+    // The common case, one chunk on a plain node: no per-chunk bookkeeping.
+    if (!this.client.isCluster && items.length <= MAX_LOCKS_PER_CALL) {
+      return this.#evalChunk(script, shared, items).then((answer): NodeReply => {
+        this.#unanswered -= items.length;
+        return 'error' in answer ? { ok: false, error: answer.error } : { ok: true, replies: answer.replies };
+      });
+    }
     // Chunks are written back to back on one connection: still one round trip, but no call has more
     // arguments than the client and Redis can take (a spread of 100k arguments throws a RangeError). A
     // Cluster answers each lock on its own (its keys may live on another shard): one that fails (a
     // CROSSSLOT lock) fails alone, as an Error in its place, never the node's whole answer.
     const chunks = this.client.isCluster ? items.map((item) => [item]) : chunksOf(items, MAX_LOCKS_PER_CALL);
-    const calls = chunks.map((chunk): Promise<{ replies: unknown[] } | { error: Error }> => {
-      let call: Promise<unknown[]>;
-      try {
-        call = this.#evalBatch(script, shared, chunk);
-      } catch (error) {
-        call = Promise.reject(error);
-      }
-      return call.then(
-        (replies) =>
-          replies.length === chunk.length
-            ? { replies }
-            : {
-                error: new Error(
-                  `${this.label}: ${script.name} answered ${replies.length} of ${chunk.length}`,
-                ),
-              },
-        (error: unknown) => ({ error: asError(error) }),
-      );
-    });
+    const calls = chunks.map((chunk) => this.#evalChunk(script, shared, chunk));
     // Settled once every chunk answered, so the backlog count is given back exactly then.
     return Promise.all(calls).then((answers): NodeReply => {
       this.#unanswered -= items.length;
@@ -261,28 +250,49 @@ export class RedisNode {
     }
   }
 
+  /** One call over `chunk`: its replies, or why it failed (never rejects). */
+  #evalChunk(
+    script: LuaScript,
+    shared: readonly (string | number)[],
+    chunk: readonly ScriptItem[],
+  ): Promise<{ replies: unknown[] } | { error: Error }> {
+    let call: Promise<unknown[]>;
+    try {
+      call = this.#evalBatch(script, shared, chunk);
+    } catch (error) {
+      call = Promise.reject(error);
+    }
+    return call.then(
+      (replies) =>
+        replies.length === chunk.length
+          ? { replies }
+          : {
+              error: new Error(`${this.label}: ${script.name} answered ${replies.length} of ${chunk.length}`),
+            },
+      (error: unknown) => ({ error: asError(error) }),
+    );
+  }
+
   #evalBatch(
     script: LuaScript,
     shared: readonly (string | number)[],
     items: readonly ScriptItem[],
   ): Promise<unknown[]> {
-    const keys: string[] = [];
-    const args: (string | number)[] = [...shared];
-    for (const item of items) {
-      for (const key of item.keys) keys.push(key);
-      for (const arg of item.args) args.push(arg);
-    }
-    return this.client
-      .evalsha(script.sha, keys.length, ...keys, ...args)
-      .catch((error: unknown) => {
-        // The node restarted or flushed its script cache: send the source once, it is cached again.
-        if (!asError(error).message.includes('NOSCRIPT')) throw error;
-        return this.client.eval(script.lua, keys.length, ...keys, ...args);
-      })
-      .then((reply) => {
-        if (!Array.isArray(reply)) throw new Error(`${this.label}: ${script.name} returned ${typeof reply}`);
-        return reply;
-      });
+    // One flat array, keys then arguments: ioredis flattens an array argument, so nothing is spread.
+    const argv: (string | number)[] = [];
+    for (const item of items) for (const key of item.keys) argv.push(key);
+    const numKeys = argv.length;
+    for (const arg of shared) argv.push(arg);
+    for (const item of items) for (const arg of item.args) argv.push(arg);
+    const asArray = (reply: unknown): unknown[] => {
+      if (!Array.isArray(reply)) throw new Error(`${this.label}: ${script.name} returned ${typeof reply}`);
+      return reply;
+    };
+    return this.client.evalsha(script.sha, numKeys, argv as string[]).then(asArray, (error: unknown) => {
+      // The node restarted or flushed its script cache: send the source once, it is cached again.
+      if (!asError(error).message.includes('NOSCRIPT')) throw error;
+      return this.client.eval(script.lua, numKeys, argv as string[]).then(asArray);
+    });
   }
 
   /** Undefined when commands may be sent now; otherwise the reason this node counts as a "no". */

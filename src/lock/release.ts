@@ -10,16 +10,30 @@ export const RELEASE_SCRIPT = defineScript(
 --[[ Release a batch of locks, each only if we still own it.
   KEYS, per lock i: the lock key
   ARGV[i]: our owner value of lock i
-  Returns, per lock: 1 released | 0 not ours (expired or taken) ]]
-local out = {}
+  Returns, per lock: 1 released | 0 not ours (expired or taken)
+  For more than one lock, one MGET reads every lock and one DEL releases ours; a key listed twice is
+  released once (1, then 0), as one GET and DEL after the other would. ]]
+if #KEYS == 1 then
+  if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return { 1 }
+  end
+  return { 0 }
+end
+if #KEYS == 0 then return {} end
+local values = redis.call('MGET', unpack(KEYS))
+local released, owned, out = {}, {}, {}
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i] then
-    redis.call('DEL', KEYS[i])
+  local lock = KEYS[i]
+  if not released[lock] and values[i] == ARGV[i] then
+    released[lock] = true
+    owned[#owned + 1] = lock
     out[i] = 1
   else
     out[i] = 0
   end
 end
+if #owned > 0 then redis.call('DEL', unpack(owned)) end
 return out
 `,
 );
