@@ -3,9 +3,9 @@ import type { Logger } from 'winston';
 import { InvalidBodyError } from '../errors.ts';
 import { acquireOrAdopt, type LockHandoff } from '../lock/adopt.ts';
 import type { Lock } from '../lock/lock.ts';
-import { isLock, type Redlock } from '../lock/redlock.ts';
+import { type AcquireResult, isLock, type Redlock } from '../lock/redlock.ts';
 import { serializeError } from '../observability/serialize.ts';
-import { endLockSpan, inProcessContext, startLockSpan } from '../observability/tracing.ts';
+import { endLockSpan, failLockSpan, inProcessContext, startLockSpan } from '../observability/tracing.ts';
 import type { BaseHandler, HandlerContext } from './base-handler.ts';
 import { readLockHandoff } from './handoff.ts';
 import type { MessageOutcome, Outcome } from './outcome.ts';
@@ -93,11 +93,17 @@ export async function runBatch<T>(
   // An expired handoff falls back to a plain acquire of its key; see acquireOrAdopt for why that is safe.
   const lockingStarted = performance.now();
   const lockSpan = startLockSpan(hydrated.length);
-  const results = await acquireOrAdopt(
-    deps.redlock,
-    hydrated.map((h) => ({ key: h.lockKey, idempotencyKey: h.idempotencyKey, handoff: h.handoff })),
-    { retryCount: 0, autoExtend: deps.autoExtendLocks },
-  );
+  let results: AcquireResult[];
+  try {
+    results = await acquireOrAdopt(
+      deps.redlock,
+      hydrated.map((h) => ({ key: h.lockKey, idempotencyKey: h.idempotencyKey, handoff: h.handoff })),
+      { retryCount: 0, autoExtend: deps.autoExtendLocks },
+    );
+  } catch (error) {
+    failLockSpan(lockSpan, error); // or it would never end
+    throw error;
+  }
   endLockSpan(lockSpan, results, deps.redlock);
   if (hydrated.length > 0) {
     deps.onLocked?.({

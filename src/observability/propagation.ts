@@ -112,7 +112,7 @@ export function creationLinks(message: Message): Link[] {
 /** What {@link injectCreationContext} did. */
 export type Injection =
   | 'injected'
-  /** SQS's attribute limit is reached: nothing added. */
+  /** SQS's attribute limit, or the bytes the queue's MaximumMessageSize leaves, is reached: nothing added. */
   | 'no_room'
   /** The message already carries a `traceparent`: a creation context of the caller's, left as it is. */
   | 'present'
@@ -120,23 +120,40 @@ export type Injection =
   | 'no_context';
 
 /**
- * Adds `spanContext` to `attributes` as the message's creation context, within `limit` attributes in all:
- * `traceparent` when there is room for one more, `tracestate` only beside it and only with room for both.
+ * Adds `spanContext` to `attributes` as the message's creation context, within `limit` attributes in all
+ * and `bytesLeft` bytes (what SQS counts of an attribute: its name, type and value), so the trace context
+ * never makes SQS refuse a message it would accept without it: `traceparent` when there is room for one
+ * more, `tracestate` only beside it and only with room for both.
  */
 export function injectCreationContext(
   attributes: Record<string, MessageAttributeValue>,
   spanContext: SpanContext,
   limit: number,
+  bytesLeft = Number.POSITIVE_INFINITY,
 ): Injection {
   if (!isSpanContextValid(spanContext)) return 'no_context';
   if (attributes[TRACEPARENT] !== undefined) return 'present';
   const room = limit - Object.keys(attributes).length;
-  if (room < 1) return 'no_room';
-  attributes[TRACEPARENT] = { DataType: 'String', StringValue: formatTraceparent(spanContext) };
+  const traceparent = formatTraceparent(spanContext);
+  const parentBytes = stringAttributeBytes(TRACEPARENT, traceparent);
+  if (room < 1 || parentBytes > bytesLeft) return 'no_room';
+  attributes[TRACEPARENT] = { DataType: 'String', StringValue: traceparent };
   const state = spanContext.traceState?.serialize();
   // SQS refuses an empty string value.
-  if (state && room >= 2 && attributes[TRACESTATE] === undefined) {
+  if (
+    state &&
+    room >= 2 &&
+    attributes[TRACESTATE] === undefined &&
+    parentBytes + stringAttributeBytes(TRACESTATE, state) <= bytesLeft
+  ) {
     attributes[TRACESTATE] = { DataType: 'String', StringValue: state };
   }
   return 'injected';
+}
+
+/** What SQS counts against MaximumMessageSize for a String attribute (as sqs-actions' messageSize). */
+function stringAttributeBytes(name: string, value: string): number {
+  return (
+    Buffer.byteLength(name, 'utf8') + Buffer.byteLength('String', 'utf8') + Buffer.byteLength(value, 'utf8')
+  );
 }

@@ -473,6 +473,17 @@ export function endLockSpan(
   });
 }
 
+/** Ends the lock span of a round trip that threw (the batch fails: its messages come back). */
+export function failLockSpan(span: Span | undefined, error: unknown): void {
+  if (!span) return;
+  quietly(() => {
+    span.recordException(asException(error));
+    span.setAttribute(ATTR_ERROR_TYPE, errorName(error) ?? '_OTHER');
+    span.setStatus({ code: SpanStatusCode.ERROR, message: messageOf(error) });
+  });
+  quietly(() => span.end());
+}
+
 /**
  * Whether spans started in `ctx` are worth making: its span (ended or not: a receive span ends before its
  * batch runs) has a valid, sampled context. Without an SDK it has none; a batch sampled out would have

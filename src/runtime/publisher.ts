@@ -4,7 +4,7 @@ import {
   SendMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
-import type { SpanContext } from '@opentelemetry/api';
+import { isSpanContextValid, type SpanContext } from '@opentelemetry/api';
 import type { Logger } from 'winston';
 import { ConfigError, QuorumUnavailableError } from '../errors.ts';
 import { LOCK_HANDOFF_ATTRIBUTES, lockHandoffAttributes } from '../handler/handoff.ts';
@@ -16,7 +16,12 @@ import { serializeError } from '../observability/serialize.ts';
 import { QueueTelemetry } from '../observability/tracing.ts';
 import { checkHandoffSecret, integer, MAX_TIMER_MS } from '../validate.ts';
 import { SQS_TIMEOUT_RANGE_MS } from './options.ts';
-import { SQS_ATTRIBUTE_LIMIT } from './sqs-actions.ts';
+import {
+  ASSUMED_MAX_MESSAGE_BYTES,
+  messageSize,
+  readMaximumMessageSize,
+  SQS_ATTRIBUTE_LIMIT,
+} from './sqs-actions.ts';
 
 const HANDOFF_NAMES: readonly string[] = Object.values(LOCK_HANDOFF_ATTRIBUTES);
 
@@ -121,6 +126,8 @@ export class Publisher {
   readonly #telemetry: QueueTelemetry;
   /** The queue's own DelaySeconds, read once (a failed read is tried again on the next dispatch). */
   #queueDelaySec: number | undefined;
+  /** The queue's MaximumMessageSize (a trace context is added only within it), read on the first traced dispatch. */
+  #maxBytes: Promise<number> | undefined;
 
   constructor(options: PublisherOptions) {
     if (options === null || typeof options !== 'object') {
@@ -208,12 +215,17 @@ export class Publisher {
     }
 
     const attributes = { ...messageAttributes, ...lockHandoffAttributes(grant, this.#handoffSecret) };
-    // Not signed by the handoff's HMAC (key, owner value and token only): it never decides a lock.
-    if (injectCreationContext(attributes, creationContext, SQS_ATTRIBUTE_LIMIT) === 'no_room') {
-      this.#logger.debug('traceparent not added: the message already has the 10 attributes SQS allows', {
-        lockKey: taskKey,
-        attributes: Object.keys(attributes).length,
-      });
+    // Not signed by the handoff's HMAC (key, owner value and token only): it never decides a lock. Only
+    // within the queue's MaximumMessageSize too: tracing must never get a message refused (read only
+    // when there is a context to add, so it costs nothing without an SDK).
+    const bytesLeft = isSpanContextValid(creationContext)
+      ? (await this.#maxMessageBytes()) - messageSize(body, attributes)
+      : 0;
+    if (injectCreationContext(attributes, creationContext, SQS_ATTRIBUTE_LIMIT, bytesLeft) === 'no_room') {
+      this.#logger.debug(
+        'traceparent not added: the message already has the 10 attributes SQS allows, or too few bytes are left under its MaximumMessageSize',
+        { lockKey: taskKey, attributes: Object.keys(attributes).length, bytesLeft },
+      );
     }
     let messageId: string;
     try {
@@ -244,6 +256,25 @@ export class Publisher {
     // releases it, or at validUntil (the pending window) if no worker adopts it in time.
     this.#logger.debug('task dispatched', { lockKey: taskKey, fencingToken: grant.fencingToken, messageId });
     return { dispatched: true, messageId, fencingToken: grant.fencingToken, validUntil: grant.validUntil };
+  }
+
+  /**
+   * The queue's MaximumMessageSize, read once; if it cannot be read, the pre-2025 default (256 KiB),
+   * the smallest that any queue made with the default has.
+   */
+  #maxMessageBytes(): Promise<number> {
+    this.#maxBytes ??= readMaximumMessageSize(this.#sqs, this.queueUrl, {
+      timeoutMs: this.#sqsTimeoutMs,
+    }).catch((error: unknown) => {
+      this.#logger.debug(
+        "could not read the queue's MaximumMessageSize; a trace context is added within 256 KiB",
+        {
+          err: serializeError(error),
+        },
+      );
+      return ASSUMED_MAX_MESSAGE_BYTES;
+    });
+    return this.#maxBytes;
   }
 
   /** The queue's DelaySeconds; 0, with a warning, when it cannot be read (the check is then the request's alone). */
