@@ -414,6 +414,11 @@ export function endProcessing(outcomes: readonly MessageOutcome[], settled: Sett
   }
 }
 
+/** Runs a batch in its receive span's context (its spans are children of it); without one, as it is. */
+export function inBatchContext<R>(batchContext: Context | undefined, fn: () => R): R {
+  return batchContext ? runIn(batchContext, fn) : fn();
+}
+
 /**
  * Runs a message's handler in its process span's context, so the handler's own spans (and
  * auto-instrumented calls) nest under it. Without a process span, `fn` runs as it is.

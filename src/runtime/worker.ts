@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Message } from '@aws-sdk/client-sqs';
-import { type Context, context } from '@opentelemetry/api';
+import type { Context } from '@opentelemetry/api';
 import { Consumer } from 'sqs-consumer';
 import type { Logger } from 'winston';
 import { ShutdownError } from '../errors.ts';
@@ -8,7 +8,7 @@ import type { MessageOutcome } from '../handler/outcome.ts';
 import { type InFlightMessage, type PipelineDeps, runBatch } from '../handler/pipeline.ts';
 import type { WorkerEvents } from '../observability/events.ts';
 import { serializeError } from '../observability/serialize.ts';
-import { QueueTelemetry, type Timed } from '../observability/tracing.ts';
+import { inBatchContext, QueueTelemetry, type Timed } from '../observability/tracing.ts';
 import { quorumBackoffSec } from './backoff.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from './options.ts';
@@ -348,10 +348,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         // A receive left open by stop() or a pause answered: its messages are not run, but put back.
         if (this.#state !== 'running') await this.#track(this.#letGo(messages));
         // In the receive span's context: the batch's spans are its children.
-        else
-          await context.with(batchContext ?? context.active(), () =>
-            this.#track(this.#processBatch(messages)),
-          );
+        else await inBatchContext(batchContext, () => this.#track(this.#processBatch(messages)));
         return [];
       },
     });

@@ -19,7 +19,7 @@ import {
   trace,
 } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { lambdaContext, toRecord } from '../../examples/lambda/invoke.ts';
 import type { HandlerContext, Redlock } from '../../src/index.ts';
 import { createLambdaHandler } from '../../src/runtime/lambda.ts';
@@ -447,6 +447,25 @@ describe('OpenTelemetry tracing', () => {
       );
       expect(await ledger.report(['q1'])).toMatchObject({ applied: 1, appliedTwice: 0 });
       expect(events.handler_error).toEqual([]);
+    });
+
+    it('a context manager that throws changes no outcome: the batch runs outside the context', async () => {
+      const { queueUrl, queueName } = env.createQueue('otel-faulty-context');
+      const ledger = newLedger('otel-faulty-context');
+      const { events } = await workers.start(new LedgerHandler(ledger), queueUrl);
+      const withSpy = vi.spyOn(context, 'with').mockImplementation(() => {
+        throw new Error('faulty context manager: with');
+      });
+      try {
+        await sendMessages(env.sqs, queueUrl, [{ body: JSON.stringify({ id: 'c1' }) }]);
+        await eventually(
+          async () => events.message_processed.length === 1 && env.counts(queueName).total === 0,
+        );
+        expect(withSpy).toHaveBeenCalled();
+      } finally {
+        withSpy.mockRestore();
+      }
+      expect(await ledger.report(['c1'])).toMatchObject({ applied: 1, appliedTwice: 0 });
     });
 
     it('without an SDK registered: no spans, no metrics, the handler in no recording span', async () => {
