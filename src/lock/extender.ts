@@ -37,7 +37,7 @@ export class LockExtender {
   untrack(lock: Lock): void {
     // The timer stays armed when the set empties (it is unref'd; a tick over no locks just stops):
     // a worker's set empties between most batches, and clearing it there would cost a clearTimeout
-    // and a setTimeout per batch. The next lock's wake-up is later than the armed one, so it rides on it.
+    // and a setTimeout per batch. A later lock that needs an earlier wake-up re-arms it in track().
     this.#locks.delete(lock);
   }
 

@@ -23,6 +23,8 @@ export const MAX_UNANSWERED_LOCKS = 5_000;
  * Locks per EVALSHA: a larger call is split into calls of this size, sent back to back on the same
  * connection (so still about one round trip). Far above a received batch (10); it bounds the arguments
  * of one call (a few thousand) and how long one script blocks the node (well under a millisecond).
+ * It must stay well below Lua's unpack() limit (about 8,000 values on Redis 7): the scripts pass a
+ * call's keys to one MGET, EXISTS or DEL through unpack.
  */
 export const MAX_LOCKS_PER_CALL = 500;
 
