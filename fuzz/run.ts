@@ -4,7 +4,7 @@
  *
  *   npm run fuzz -- --runs 200                 200 random schedules
  *   npm run fuzz -- --runs 10000 --jobs 4      split over 4 processes, each with its own nodes and seed
- *   npm run fuzz -- --seed S --path P          replays (and shrinks) a failing schedule fast-check printed
+ *   npm run fuzz -- --seed=S --path=P          replays (and shrinks) a failing schedule fast-check printed
  *   npm run fuzz -- --runs 50 --shrink-ms 600000
  *   npm run fuzz -- --suite worker --runs 500  500 Worker schedules (a few seconds each)
  *

@@ -4,7 +4,7 @@
  *
  * A short run is part of `npm test`; `npm run fuzz -- --runs N` runs N schedules (see fuzz/run.ts).
  * A failing schedule shrinks and prints its seed and path: replay it with
- * `npm run fuzz -- --seed S --path P`. Environment: PROPERTY_RUNS, PROPERTY_SEED, PROPERTY_PATH,
+ * `npm run fuzz -- --seed=S --path=P` (with `=`: seeds can be negative). Environment: PROPERTY_RUNS, PROPERTY_SEED, PROPERTY_PATH,
  * PROPERTY_SHRINK_MS, PROPERTY_VERBOSE, PROPERTY_REPORT (see run-property.ts), and PROPERTY_SABOTAGE_MS
  * (actors overstate their validity: every contended run must then fail, a check of the checker).
  */

@@ -103,5 +103,14 @@ export async function runProperty<T>(
   };
   const reportFile = process.env.PROPERTY_REPORT;
   if (reportFile !== undefined) appendFileSync(reportFile, `${JSON.stringify(report)}\n`);
-  if (details.failed) throw new Error(fc.defaultReportMessage(details) ?? 'property failed');
+  if (details.failed) {
+    // fast-check's report gives the seed, path and counterexample; the check's own error says which
+    // rule broke, with the trail.
+    const cause = details.errorInstance;
+    const why = cause instanceof Error ? cause.message : String(cause);
+    const replay = `npm run fuzz -- --suite ${suite} --seed=${details.seed} --path=${details.counterexamplePath ?? ''}`;
+    throw new Error(`${fc.defaultReportMessage(details) ?? 'property failed'}\nreplay: ${replay}\n${why}`, {
+      cause,
+    });
+  }
 }

@@ -5,7 +5,7 @@
  *
  * A short run is part of `npm test`; `npm run fuzz -- --suite worker --runs N` runs N schedules (see
  * fuzz/run.ts). A failing schedule shrinks and prints its seed and path: replay it with
- * `npm run fuzz -- --suite worker --seed S --path P`. Environment: see run-property.ts.
+ * `npm run fuzz -- --suite worker --seed=S --path=P`. Environment: see run-property.ts.
  */
 
 import type { Redis } from 'ioredis';
