@@ -157,14 +157,18 @@ export class InvalidBodyError extends SqsRedlockWorkerError {
   override readonly name = 'InvalidBodyError';
   readonly messageId: string | undefined;
   readonly issues: readonly { readonly message: string; readonly path?: readonly PropertyKey[] }[];
+  /** What is wrong without the issues' messages (which may quote the body): what logs carry. */
+  readonly summary: string;
 
   constructor(
     messageId: string | undefined,
     detail: string,
     issues: readonly { readonly message: string; readonly path?: readonly PropertyKey[] }[] = [],
+    summary: string = detail,
   ) {
     super(detail);
     this.messageId = messageId;
     this.issues = issues;
+    this.summary = summary;
   }
 }

@@ -44,10 +44,12 @@ export async function parseBody<T>(schema: StandardSchemaV1<unknown, T>, message
   const listed = issues.map((i) => (i.path?.length ? `${pathText(i.path)}: ${i.message}` : i.message));
   if (total > issues.length) listed.push(`and ${total - issues.length} more`);
   // The count first: a long list is cut when dead-lettered, the count survives.
+  const summary = `body does not match the schema (${count})`;
   throw new InvalidBodyError(
     message.MessageId,
-    sqsAttributeText(`body does not match the schema (${count}): ${listed.join('; ')}`),
+    sqsAttributeText(`${summary}: ${listed.join('; ')}`),
     issues,
+    summary,
   );
 }
 

@@ -267,7 +267,7 @@ function loggableReason(
     return { reason, err: error === undefined ? undefined : serializeError(error) };
   }
   return {
-    reason: reason.split('): ')[0] + (reason.includes('): ') ? ')' : ''),
+    reason: error.summary,
     issuePaths: error.issues.map((i) => (i.path ?? []).map(String).join('.')),
   };
 }
