@@ -22,8 +22,10 @@ export interface HandlerContext {
   /** `ApproximateReceiveCount`: 1 on the first delivery. */
   readonly receiveCount: number;
   /**
-   * Aborts when the lock or the message's visibility is lost, or at shutdown past its deadline. Its
-   * `reason` says which (a LockLostError for a lost lock). Stop work and throw when it fires.
+   * Aborts when the lock is lost, at a Worker's shutdown past its deadline, or in Lambda when the
+   * invocation's timeout is near (safetyMarginMs). Its `reason` says which: a LockLostError, or a
+   * ShutdownError. A lapsed visibility does not abort it: the lock, not the visibility, decides who
+   * runs the message. Stop work and throw when it fires.
    */
   readonly signal: AbortSignal;
   /** Strictly greater than any earlier holder's token for this key: pass it to downstream writes. */

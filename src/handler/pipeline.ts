@@ -105,13 +105,7 @@ export async function runBatch<T>(
     throw error;
   }
   endLockSpan(lockSpan, results, deps.redlock);
-  if (hydrated.length > 0) {
-    deps.onLocked?.({
-      messages: hydrated.length,
-      locked: results.filter((r) => isLock(r)).length,
-      durationMs: performance.now() - lockingStarted,
-    });
-  }
+  const lockingMs = performance.now() - lockingStarted;
   const locked: { item: Hydrated<T>; lock: Lock }[] = [];
   hydrated.forEach((item, i) => {
     const result = results[i];
@@ -165,6 +159,10 @@ export async function runBatch<T>(
   );
   deps.inFlight?.add(running);
   try {
+    // Inside the try: a hook that throws must not leave the batch's locks held (and extended) for good.
+    if (hydrated.length > 0) {
+      deps.onLocked?.({ messages: hydrated.length, locked: running.length, durationMs: lockingMs });
+    }
     // allSettled: an unexpected throw in one group must not end the batch's locks while others still run.
     const groups = await Promise.allSettled(
       groupsOf(deps.fifo, messages).map(async (group) => {

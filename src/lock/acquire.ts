@@ -40,7 +40,8 @@ for i = 1, n do
   elseif redis.call('SET', lock, value, 'NX', 'PX', ttl) then
     granted = true
   elseif redis.call('GET', lock) == value then
-    -- Our own earlier attempt, answered too late to count: take it over.
+    -- This very call run before (ioredis resends an unanswered command after a reconnect): take it over.
+    -- Each attempt has its own value, so an earlier attempt's lock is never taken over.
     redis.call('PEXPIRE', lock, ttl)
     granted = true
   else
@@ -169,7 +170,8 @@ export async function acquireBatch(
     const verdict = decide(ctx, request, t, { validity, startedAt, decidedAt, failedNodes, atToken });
     if (verdict.kind !== 'granted') {
       // Wherever it is or may be ours: granted, or failed (a timed-out call may still run: the release
-      // queues behind it on the same connection).
+      // queues behind it on the same connection, unless a NOSCRIPT fallback re-sends the acquire behind
+      // it; that lock then lingers until its TTL, unowned, and touches no other attempt's value).
       for (const g of t.granted) undo[g.node]?.push(request);
       for (const j of t.failed) undo[j]?.push(request);
     }

@@ -399,9 +399,11 @@ export async function acquireForHandoff(
     throw new ConfigError('ttlMs', ttlMs, `must be below the Redlock's fencingTtlMs (${o.fencingTtlMs})`);
   }
   const ctx = contextOf(redlock);
-  const [value] = newOwnerValues(1) as [string];
   const giveUpAt = ctx.now() + o.acquireTimeoutMs;
   for (let attempt = 0; ; attempt++) {
+    // A fresh owner value per attempt, as Redlock.acquireMany does: an earlier attempt's rollback,
+    // reordered behind this attempt by a NOSCRIPT fallback, must not delete this attempt's lock.
+    const [value] = newOwnerValues(1) as [string];
     // The task key is both scopes: one pending dispatch at a time, and 'done' once any run completed.
     const request = { key, idempotencyKey: key, value };
     const [verdict] = (await acquireBatch(ctx, [request], ttlMs)) as [AcquireVerdict];

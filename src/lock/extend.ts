@@ -1,5 +1,6 @@
 import type { LockRef, QuorumContext } from './context.ts';
-import { broadcast, keysOf } from './context.ts';
+import { keysOf, sendUntil } from './context.ts';
+import type { NodeReply } from './node.ts';
 import { defineScript } from './script.ts';
 
 export const EXTEND_SCRIPT = defineScript(
@@ -36,7 +37,12 @@ export type ExtendVerdict =
   /** Too few nodes answered: try again while validity lasts. */
   | { readonly kind: 'unreachable'; readonly detail: string };
 
-/** Extends `locks` in one round trip per node. Never throws. */
+/**
+ * Extends `locks` in one round trip per node. Never throws. Answers as soon as every lock is decided
+ * (a quorum extended it, or too many said not ours), without waiting for the slowest node: a node on
+ * its first connection may take connectTimeoutMs, far longer than a short lock's validity. A late
+ * reply needs no undo: it only extends what is still ours.
+ */
 export async function extendBatch(
   ctx: QuorumContext,
   locks: readonly (LockRef & { readonly ttlMs: number })[],
@@ -45,13 +51,31 @@ export async function extendBatch(
     keys: [keysOf(ctx.options.keyPrefix, lock.key).lock],
     args: [lock.value, lock.ttlMs],
   }));
-  const replies = await broadcast(ctx, EXTEND_SCRIPT, [], items);
   const n = ctx.nodes.length;
+  const decided = (replies: readonly (NodeReply | undefined)[]): boolean =>
+    locks.every((_, i) => {
+      let extended = 0;
+      let refused = 0;
+      for (const reply of replies) {
+        const answer = reply?.ok ? reply.replies[i] : undefined;
+        if (answer === 1) extended++;
+        else if (answer === 0) refused++;
+      }
+      return extended >= ctx.quorum || refused > n - ctx.quorum;
+    });
+  const replies = await sendUntil(
+    ctx,
+    EXTEND_SCRIPT,
+    [],
+    ctx.nodes.map(() => items),
+    decided,
+  );
   return locks.map((_, i): ExtendVerdict => {
     let extended = 0;
     let refused = 0;
     const failed: string[] = [];
     replies.forEach((reply, j) => {
+      if (reply === undefined) return; // not waited for: the lock was decided without it
       const answer = reply.ok ? reply.replies[i] : undefined;
       if (answer === 1) extended++;
       else if (answer === 0) refused++;

@@ -86,7 +86,10 @@ export class Lock {
     return this.#state === 'held' && this.#engine.now() < this.#deadline;
   }
 
-  /** Extends the lock now. Throws LockLostError if it is lost, QuorumUnavailableError if no quorum answered. */
+  /**
+   * Extends the lock now. Throws LockLostError if it is lost. When too few nodes answered it resolves,
+   * the lock still held until its deadline (with autoExtend, the extender tries again on its next tick).
+   */
   async extend(): Promise<void> {
     await this.#engine.extendLocks([this]);
     this.#throwIfLost();

@@ -291,7 +291,11 @@ export class RedisNode {
       return reply;
     };
     return this.client.evalsha(script.sha, numKeys, argv as string[]).then(asArray, (error: unknown) => {
-      // The node restarted or flushed its script cache: send the source once, it is cached again.
+      // The node restarted or flushed its script cache: send the source once, it is cached again. The
+      // EVAL goes out a round trip after the EVALSHA, so commands written meanwhile run before it. What
+      // that can reorder is harmless by design: each acquire attempt has its own owner value (redlock.ts),
+      // so a rollback run out of order touches only its own attempt's lock (which then lingers until
+      // its TTL), and every later call on a lock checks its owner value.
       if (!asError(error).message.includes('NOSCRIPT')) throw error;
       return this.client.eval(script.lua, numKeys, argv as string[]).then(asArray);
     });

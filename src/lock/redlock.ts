@@ -188,16 +188,20 @@ export class Redlock extends EventEmitter<RedlockEvents> {
     const retryCount = integer('retryCount', options.retryCount ?? this.options.retryCount, { min: 0 });
     const autoExtend = options.autoExtend ?? this.options.autoExtend;
     const results: AcquireResult[] = new Array(requests.length);
-    // 122 random bits per call (a v4 UUID, from Node's pooled entropy), made unique per lock by its index.
-    const base = randomUUID();
-    let pending = requests.map((r, index) => ({ index, ...r, value: `${base}.${index}` }));
+    let pending = requests.map((r, index) => ({ index, ...r }));
     const giveUpAt = this.#ctx.now() + this.options.acquireTimeoutMs;
 
     for (let attempt = 0; pending.length > 0; attempt++) {
-      const verdicts = await acquireBatch(this.#ctx, pending, ttlMs);
+      // A fresh owner value per attempt (122 random bits, a v4 UUID from Node's pooled entropy, made
+      // unique per lock by its index). A rollback of an earlier attempt can then never delete this
+      // attempt's lock, even when it runs after it: a NOSCRIPT fallback re-sends the release as EVAL a
+      // round trip later, behind commands written meanwhile.
+      const base = randomUUID();
+      const attemptRequests = pending.map((r) => ({ ...r, value: `${base}.${r.index}` }));
+      const verdicts = await acquireBatch(this.#ctx, attemptRequests, ttlMs);
       const retry: typeof pending = [];
       verdicts.forEach((verdict, i) => {
-        const request = pending[i] as (typeof pending)[number];
+        const request = attemptRequests[i] as (typeof attemptRequests)[number];
         if (verdict.kind === 'granted') {
           results[request.index] = this.#grant(verdict, ttlMs, autoExtend);
         } else {

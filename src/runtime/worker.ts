@@ -91,7 +91,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       visibilityTimeoutSec: o.extendVisibility ? o.visibilityTimeoutSec : undefined,
       sqsTimeoutMs: o.sqsTimeoutMs,
       logger: this.#logger,
-      onError: (error) => this.#settler.emit('sqs_error', { operation: 'heartbeat_visibility', error }),
+      onError: (error) => this.#emit('sqs_error', { operation: 'heartbeat_visibility', error }),
     });
     this.#pipeline = {
       handler: o.handler,
@@ -115,7 +115,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
           this.#heartbeat.remove(messages);
         },
       },
-      onLocked: (info) => this.emit('batch_locked', info),
+      onLocked: (info) => this.#emit('batch_locked', info),
       settleEarly: (outcomes) => this.#settle(outcomes),
     };
     this.#consumers = Array.from({ length: o.concurrency }, () => this.#createConsumer());
@@ -128,14 +128,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
       logger: this.#logger,
       logBodies: o.logMessageBodies,
       deleteAcked: true,
-      emit: (name, ...args) => {
-        // A listener that throws must not look like a failed batch: the messages are already settled.
-        try {
-          this.emit(name, ...(args as never));
-        } catch (error) {
-          this.#logger.error(`a ${name} listener threw`, { err: serializeError(error) });
-        }
-      },
+      emit: (name, ...args) => this.#emit(name, ...args),
       onSqsError: (operation, error) => this.#sqsError(operation, error),
       beforeVisibility: (messages) => this.#heartbeat.settled(messages),
       releaseDelaySec: (message) => this.#releaseDelaySec(message),
@@ -166,7 +159,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     if (this.#state !== 'idle') return; // stop() was called while the dead-letter queue was looked up
     this.#state = 'running';
     for (const consumer of this.#consumers) consumer.start();
-    this.emit('started');
+    this.#emit('started');
   }
 
   /**
@@ -242,7 +235,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
     // Abandoned handlers still need their visibility extended; the heartbeat stops by itself after them.
     if (this.#batches.size === 0) this.#heartbeat.stop();
     this.#state = 'stopped';
-    this.emit('stopped');
+    this.#emit('stopped');
   }
 
   /**
@@ -456,7 +449,7 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
   #pauseForQuorum(): void {
     if (this.#pausing || this.#state !== 'running') return;
     this.#state = 'paused';
-    this.emit('polling_paused', { reason: 'quorum_unavailable' });
+    this.#emit('polling_paused', { reason: 'quorum_unavailable' });
     this.#logger.warn('no Redis quorum: polling paused until a quorum accepts writes again');
     // New receives are held back; open ones are not aborted (an aborted receive stays open on the server
     // and would swallow the messages put back meanwhile): what they bring goes back (see #letGo).
@@ -471,16 +464,29 @@ export class Worker<T> extends EventEmitter<WorkerEvents> {
         this.#state = 'running';
         this.#openReceiveGate();
         this.#logger.info('Redis quorum accepts writes again: polling resumed', { up: status.up });
-        this.emit('polling_resumed');
+        this.#emit('polling_resumed');
       }
     })().finally(() => {
       this.#pausing = undefined;
     });
   }
 
+  /**
+   * Every event goes out here. Listeners observe; they never steer: one that throws is logged and
+   * ignored, since a throw in the middle of a batch would leave its locks held and extended, and in the
+   * pause loop would leave polling paused for good.
+   */
+  #emit<K extends keyof WorkerEvents>(name: K, ...args: WorkerEvents[K]): void {
+    try {
+      this.emit(name, ...(args as never));
+    } catch (error) {
+      this.#logger.error(`a ${String(name)} listener threw; ignored`, { err: serializeError(error) });
+    }
+  }
+
   #sqsError(operation: string, error: unknown): void {
     this.#logger.error(`SQS ${operation} failed`, { err: serializeError(error) });
-    this.emit('sqs_error', { operation, error });
+    this.#emit('sqs_error', { operation, error });
   }
 }
 

@@ -3,12 +3,14 @@
  * and how one is run. Actors are Redlock instances in their own processes (lock-actor.ts), talking to
  * real redis-server nodes through one FaultProxy per node; the schedule issues their calls without
  * waiting for them (so calls overlap), and meanwhile delays, black-holes, resets and refuses proxies,
- * pauses and kills nodes (restarted, keeping their data: `appendonly yes`), and stops actors past their
- * locks' validity. Every fault heals after its duration, and all of them at the end of the run.
+ * pauses and kills nodes (restarted, keeping their data: `appendonly yes`), flushes a live node's script
+ * cache (every caller then meets NOSCRIPT and falls back to EVAL a round trip later, out of order with
+ * what it wrote meanwhile), and stops actors past their locks' validity. Every fault heals after its duration, and all of them at the end of the run.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
+import { Redis } from 'ioredis';
 import type { FaultProxy } from '../helpers/fault-proxy.ts';
 import { sleep } from '../helpers/lock.ts';
 import type { RedisNodes } from '../helpers/redis-nodes.ts';
@@ -52,6 +54,7 @@ export type Step = (
       readonly durationMs: number;
     }
   | { readonly kind: 'reset'; readonly node: number }
+  | { readonly kind: 'flush-scripts'; readonly node: number }
   | {
       readonly kind: 'node';
       readonly node: number;
@@ -120,6 +123,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('reset' as const), node, gapMs }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('flush-scripts' as const), node, gapMs }) },
   {
     weight: 1,
     arbitrary: fc.record({
@@ -276,6 +280,23 @@ export async function runPlan(
         note(`proxy ${s.node}: reset`);
         env.proxies[s.node]?.reset();
         break;
+      case 'flush-scripts': {
+        const redis = env.redis.nodes[s.node];
+        if (!redis?.isRunning || redis.isPaused) break;
+        note(`node ${s.node}: SCRIPT FLUSH`);
+        // Straight to the node (not through its proxy), on a client of its own, bounded.
+        const admin = new Redis(redis.port, {
+          maxRetriesPerRequest: 0,
+          commandTimeout: 200,
+          lazyConnect: true,
+        });
+        admin.on('error', () => {});
+        void admin
+          .script('FLUSH')
+          .catch(() => {})
+          .finally(() => admin.disconnect());
+        break;
+      }
       case 'proxy': {
         const proxy = env.proxies[s.node] as FaultProxy;
         startFault(

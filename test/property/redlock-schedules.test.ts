@@ -117,5 +117,6 @@ function tallyHistory(history: History): Tally {
     'late completes ok': late.filter((c) => c.outcome === 'ok').length,
     'locks lost': history.locks.filter((l) => l.abortedAt !== undefined).length,
     stops: history.stops.length,
+    'script flushes': (history.notes ?? []).filter((n) => n.text.endsWith('SCRIPT FLUSH')).length,
   };
 }

@@ -1,0 +1,53 @@
+/**
+ * Found in review: while one node's client is still on its first connection (a cold start, the node
+ * unreachable without a reset: the TCP connect succeeds through a black-holed link), every extension
+ * waited for it up to connectTimeoutMs (5 s), because extendBatch waited for every node's answer and
+ * run() waits for a first connection. A quorum extended the lock at once, yet lock.extend() took 5 s
+ * and a lock with a short TTL was declared lost. Extensions now answer once every lock is decided.
+ */
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redlock } from '../../src/index.ts';
+import { type FaultProxy, startFaultProxies } from '../helpers/fault-proxy.ts';
+import { eventually, silentLogger, sleep } from '../helpers/lock.ts';
+import { useRedisNodes } from '../helpers/redis-nodes.ts';
+
+describe('extension with a minority node on its first connection', () => {
+  const redis = useRedisNodes(3);
+  let proxies: FaultProxy[] = [];
+  beforeAll(async () => {
+    proxies = await startFaultProxies(redis.nodes.map((n) => n.port));
+  });
+  afterAll(async () => {
+    await Promise.all(proxies.map((p) => p.close()));
+  });
+
+  it('extends within the command timeout and keeps the lock while 2 of 3 nodes answer', async () => {
+    const pC = proxies[2] as FaultProxy;
+    pC.blackHole();
+    const clients = proxies.map((p) => {
+      const c = new Redis({ host: '127.0.0.1', port: p.port });
+      c.on('error', () => undefined);
+      return c;
+    });
+    const redlock = new Redlock(clients, { ttlMs: 3_000, commandTimeoutMs: 300, logger: silentLogger });
+    try {
+      await eventually(async () => clients[0]?.status === 'ready' && clients[1]?.status === 'ready');
+      const lock = await redlock.acquire('cold');
+      const started = performance.now();
+      await lock.extend().catch(() => undefined);
+      const extendMs = Math.round(performance.now() - started);
+      await sleep(500);
+      const report = {
+        extendMs,
+        state: lock.state,
+        lostReason: lock.signal.aborted ? String(lock.signal.reason) : null,
+      };
+      expect(report, JSON.stringify(report)).toMatchObject({ state: 'held' });
+      expect(extendMs, JSON.stringify(report)).toBeLessThan(1_000);
+    } finally {
+      pC.heal();
+      await redlock.quit();
+    }
+  });
+});
