@@ -233,11 +233,12 @@ inline exec(n, c, op, m, v, t, s) {
      :: else -> ans = 0
      fi
   :: op == RCL ->
-     /* reclaim.ts RECLAIM_SCRIPT: marker -> 0; ours -> PEXPIRE, 1; gone and fence == token -> SET, 1; else -1 */
+     /* reclaim.ts RECLAIM_SCRIPT: marker -> 0; fence != token -> -1 (granted here since, if only by
+      * our own acquire delivered late); ours -> PEXPIRE, 1; gone -> SET, 1; else -1 */
      if
      :: marker[n * MSGS + MK(m)] -> ans = 0
-     :: lockv[n] == v -> lockexp[n] = now + TTL - DRIFT; ans = 1
-     :: lockv[n] == 0 && fence[n] == t -> lockv[n] = v; lockexp[n] = now + TTL - DRIFT; ans = 1
+     :: fence[n] == t && lockv[n] == v -> lockexp[n] = now + TTL - DRIFT; ans = 1
+     :: fence[n] == t && lockv[n] == 0 -> lockv[n] = v; lockexp[n] = now + TTL - DRIFT; ans = 1
      :: else -> ans = -1
      fi
   :: op == ADOPT ->

@@ -39,9 +39,10 @@ export type ExtendVerdict =
 
 /**
  * Extends `locks` in one round trip per node. Never throws. Answers as soon as every lock is decided
- * (a quorum extended it, or too many said not ours), without waiting for the slowest node: a node on
- * its first connection may take connectTimeoutMs, far longer than a short lock's validity. A late
- * reply needs no undo: it only extends what is still ours.
+ * (a quorum extended it, or too many said not ours), or every connected node has answered: a node on
+ * its first connection may take connectTimeoutMs, far longer than a short lock's validity. A lock left
+ * undecided is 'unreachable' (tried again on the next tick). A late reply needs no undo: it only
+ * extends what is still ours.
  */
 export async function extendBatch(
   ctx: QuorumContext,
@@ -52,7 +53,13 @@ export async function extendBatch(
     args: [lock.value, lock.ttlMs],
   }));
   const n = ctx.nodes.length;
+  // A node still on its first connection may be waited for up to connectTimeoutMs (see sendUntil):
+  // once every connected node has answered, what it would add is not waited for.
+  const cold = ctx.nodes.map((node) => !node.isReady);
+  const connectedAnswered = (replies: readonly (NodeReply | undefined)[]): boolean =>
+    cold.includes(false) && replies.every((reply, j) => reply !== undefined || cold[j]);
   const decided = (replies: readonly (NodeReply | undefined)[]): boolean =>
+    connectedAnswered(replies) ||
     locks.every((_, i) => {
       let extended = 0;
       let refused = 0;

@@ -10,8 +10,10 @@ export const RECLAIM_SCRIPT = defineScript(
   { keysPerLock: 3, argsPerLock: 2 },
   `
 --[[ Take back, on one node, locks whose validity ran out while their work went on, each only if no
-  one has been granted it here since: the lock key is still ours, or it is gone and the fencing counter
-  still holds our token (every grant counts the counter on). Nothing is taken once the marker exists.
+  one has been granted it here since: the fencing counter still holds our token (every grant counts the
+  counter on), and the lock key is still ours or gone. "Ours" alone is not enough: our own acquire,
+  delivered late (a black-holed link, a resend), can have written our value after someone else was
+  granted the key and released it. Nothing is taken once the marker exists.
   KEYS, per lock i: the lock key, its fencing counter, the completion marker of its idempotency key
   ARGV[1]: TTL in ms   ARGV[2i]: our owner value of lock i   ARGV[2i+1]: its fencing token
   Returns, per lock: 1 ours again | 0 the marker exists | -1 someone else was or is granted it ]]
@@ -22,10 +24,12 @@ for i = 1, #KEYS / 3 do
   local current = redis.call('GET', lock)
   if redis.call('EXISTS', marker) == 1 then
     out[i] = 0
+  elseif redis.call('GET', fence) ~= token then
+    out[i] = -1
   elseif current == value then
     redis.call('PEXPIRE', lock, ARGV[1])
     out[i] = 1
-  elseif not current and redis.call('GET', fence) == token then
+  elseif not current then
     redis.call('SET', lock, value, 'PX', ARGV[1])
     out[i] = 1
   else

@@ -9,6 +9,7 @@ import {
   QuorumUnavailableError,
 } from '../errors.ts';
 import { defaultLogger } from '../observability/logger.ts';
+import { serializeError } from '../observability/serialize.ts';
 import { integer, MAX_REDIS_TTL_MS, MAX_TIMER_MS } from '../validate.ts';
 import { type AcquireVerdict, acquireBatch, toRefusal } from './acquire.ts';
 import {
@@ -160,7 +161,13 @@ export class Redlock extends EventEmitter<RedlockEvents> {
           fencingToken: lock.fencingToken,
           reason: error.reason,
         });
-        this.emit('lock_lost', { key: lock.key, fencingToken: lock.fencingToken, error });
+        // A listener observes: one that throws must not stop the extender's tick (every other lock
+        // would go unextended), an extension's settling, or quit().
+        try {
+          this.emit('lock_lost', { key: lock.key, fencingToken: lock.fencingToken, error });
+        } catch (listenerError) {
+          this.#logger.error('a lock_lost listener threw; ignored', { err: serializeError(listenerError) });
+        }
       },
     };
     this.#extender = new LockExtender((locks) => this.#extendLocks(locks), now);

@@ -7,7 +7,7 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redlock } from '../../src/index.ts';
+import { type Lock, Redlock } from '../../src/index.ts';
 import { type FaultProxy, startFaultProxies } from '../helpers/fault-proxy.ts';
 import { eventually, silentLogger, sleep } from '../helpers/lock.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
@@ -45,6 +45,33 @@ describe('extension with a minority node on its first connection', () => {
       };
       expect(report, JSON.stringify(report)).toMatchObject({ state: 'held' });
       expect(extendMs, JSON.stringify(report)).toBeLessThan(1_000);
+    } finally {
+      pC.heal();
+      await redlock.quit();
+    }
+  });
+  it('does not hold a decided lock hostage to an undecided one while that node connects', async () => {
+    const pC = proxies[2] as FaultProxy;
+    pC.blackHole();
+    const clients = proxies.map((p) => {
+      const c = new Redis({ host: '127.0.0.1', port: p.port });
+      c.on('error', () => undefined);
+      return c;
+    });
+    const redlock = new Redlock(clients, { ttlMs: 3_000, commandTimeoutMs: 300, logger: silentLogger });
+    const admin = redis.nodes[1]?.client() as Redis;
+    try {
+      await eventually(async () => clients[0]?.status === 'ready' && clients[1]?.status === 'ready');
+      const [x, y] = (await redlock.acquireMany(['cold-x', 'cold-y'])) as [Lock, Lock];
+      // Node B lost y's copy: y has A's "extended" and B's "not ours", undecided without C.
+      await admin.del('srw:{cold-y}:lock');
+      const started = performance.now();
+      await redlock.extendMany([x, y]);
+      const extendMs = Math.round(performance.now() - started);
+      // Before: the batch waited for C's first connection (connectTimeoutMs, 5 s), and x was lost.
+      expect(extendMs).toBeLessThan(1_000);
+      expect(x.state).toBe('held');
+      expect(y.state).toBe('held'); // unreachable, not lost: tried again while its validity lasts
     } finally {
       pC.heal();
       await redlock.quit();

@@ -8,9 +8,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type PipelineDeps, runBatch } from '../../src/handler/pipeline.ts';
-import { BaseHandler, type Message, type Redlock } from '../../src/index.ts';
+import { BaseHandler, type Lock, type Message, type Redlock } from '../../src/index.ts';
 import { jobs, LedgerHandler } from '../helpers/handlers.ts';
-import { eventually, loadScripts, redlockOver, silentLogger } from '../helpers/lock.ts';
+import { eventually, loadScripts, redlockOver, silentLogger, sleep } from '../helpers/lock.ts';
 import { useRedisNodes } from '../helpers/redis-nodes.ts';
 import { sendMessages } from '../helpers/sqs.ts';
 import { useWorkerFixture } from '../helpers/worker.ts';
@@ -101,5 +101,27 @@ describe('runBatch with an onLocked hook that throws', () => {
     // A leaked lock would still be held (renewed by the extender): 'contended'.
     const again = await runBatch(deps, [message]);
     expect(again.map((o) => o.outcome.kind)).toEqual(['processed']);
+  });
+});
+
+describe('a Redlock lock_lost listener that throws', () => {
+  const redis = useRedisNodes(3);
+
+  it('stops neither the extension of the other locks nor quit()', async () => {
+    const { redlock, clients } = redlockOver(redis, { ttlMs: 600 });
+    redlock.on('lock_lost', () => {
+      throw new Error('a lock_lost listener bug');
+    });
+    const [lost, kept] = (await redlock.acquireMany(['lost-k', 'kept-k'])) as [Lock, Lock];
+    // Taken from under us on every node: the next extension says "not ours" and marks it lost.
+    await Promise.all(clients.map((c) => c.del('srw:{lost-k}:lock')));
+    await eventually(async () => lost.state === 'lost');
+    // Before: the throw escaped the extender's timer (an uncaught exception) and its tick never
+    // re-armed, so the other lock lapsed at its first deadline.
+    await sleep(1_500);
+    expect(kept.state).toBe('held');
+    expect(kept.isHeld).toBe(true);
+    await expect(redlock.quit()).resolves.toBeUndefined();
+    expect(kept.state).toBe('lost');
   });
 });
