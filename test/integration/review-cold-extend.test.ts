@@ -5,34 +5,29 @@
  * run() waits for a first connection. A quorum extended the lock at once, yet lock.extend() took 5 s
  * and a lock with a short TTL was declared lost. Extensions now answer once every lock is decided.
  */
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { type Lock, Redlock } from '../../src/index.ts';
-import { type FaultProxy, startFaultProxies } from '../helpers/fault-proxy.ts';
+import type { FaultProxy } from '../helpers/fault-proxy.ts';
 import { eventually, silentLogger, sleep } from '../helpers/lock.ts';
-import { useRedisNodes } from '../helpers/redis-nodes.ts';
+import { useProxiedNodes } from '../helpers/proxied-nodes.ts';
 
 describe('extension with a minority node on its first connection', () => {
-  const redis = useRedisNodes(3);
-  let proxies: FaultProxy[] = [];
-  beforeAll(async () => {
-    proxies = await startFaultProxies(redis.nodes.map((n) => n.port));
-  });
-  afterAll(async () => {
-    await Promise.all(proxies.map((p) => p.close()));
-  });
+  const { redis, proxies, viaProxies } = useProxiedNodes(3);
+
+  /** A Redlock whose client of node C is on its first connection, which never answers (a black hole). */
+  async function withColdNode(): Promise<{ redlock: Redlock; heal: () => void }> {
+    const pC = proxies()[2] as FaultProxy;
+    pC.blackHole();
+    const clients = viaProxies();
+    const redlock = new Redlock(clients, { ttlMs: 3_000, commandTimeoutMs: 300, logger: silentLogger });
+    await eventually(async () => clients[0]?.status === 'ready' && clients[1]?.status === 'ready');
+    return { redlock, heal: () => pC.heal() };
+  }
 
   it('extends within the command timeout and keeps the lock while 2 of 3 nodes answer', async () => {
-    const pC = proxies[2] as FaultProxy;
-    pC.blackHole();
-    const clients = proxies.map((p) => {
-      const c = new Redis({ host: '127.0.0.1', port: p.port });
-      c.on('error', () => undefined);
-      return c;
-    });
-    const redlock = new Redlock(clients, { ttlMs: 3_000, commandTimeoutMs: 300, logger: silentLogger });
+    const { redlock, heal } = await withColdNode();
     try {
-      await eventually(async () => clients[0]?.status === 'ready' && clients[1]?.status === 'ready');
       const lock = await redlock.acquire('cold');
       const started = performance.now();
       await lock.extend().catch(() => undefined);
@@ -46,22 +41,15 @@ describe('extension with a minority node on its first connection', () => {
       expect(report, JSON.stringify(report)).toMatchObject({ state: 'held' });
       expect(extendMs, JSON.stringify(report)).toBeLessThan(1_000);
     } finally {
-      pC.heal();
+      heal();
       await redlock.quit();
     }
   });
+
   it('does not hold a decided lock hostage to an undecided one while that node connects', async () => {
-    const pC = proxies[2] as FaultProxy;
-    pC.blackHole();
-    const clients = proxies.map((p) => {
-      const c = new Redis({ host: '127.0.0.1', port: p.port });
-      c.on('error', () => undefined);
-      return c;
-    });
-    const redlock = new Redlock(clients, { ttlMs: 3_000, commandTimeoutMs: 300, logger: silentLogger });
+    const { redlock, heal } = await withColdNode();
     const admin = redis.nodes[1]?.client() as Redis;
     try {
-      await eventually(async () => clients[0]?.status === 'ready' && clients[1]?.status === 'ready');
       const [x, y] = (await redlock.acquireMany(['cold-x', 'cold-y'])) as [Lock, Lock];
       // Node B lost y's copy: y has A's "extended" and B's "not ours", undecided without C.
       await admin.del('srw:{cold-y}:lock');
@@ -73,8 +61,9 @@ describe('extension with a minority node on its first connection', () => {
       expect(x.state).toBe('held');
       expect(y.state).toBe('held'); // unreachable, not lost: tried again while its validity lasts
     } finally {
-      pC.heal();
+      heal();
       await redlock.quit();
+      admin.disconnect();
     }
   });
 });

@@ -6,36 +6,26 @@
  * deleted by the delayed release: the lock was held on a minority while its holder believed it valid,
  * and a second Redlock was granted the same key. Each attempt now has its own owner value.
  */
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
 import { isLock, Redlock } from '../../src/index.ts';
-import { type FaultProxy, startFaultProxies } from '../helpers/fault-proxy.ts';
+import type { FaultProxy } from '../helpers/fault-proxy.ts';
 import { eventually, loadScripts, silentLogger, sleep } from '../helpers/lock.ts';
-import { useRedisNodes } from '../helpers/redis-nodes.ts';
+import { useProxiedNodes } from '../helpers/proxied-nodes.ts';
 
 describe('a retry after a rollback that a NOSCRIPT fallback reorders', () => {
-  const redis = useRedisNodes(3);
-  let proxies: FaultProxy[] = [];
+  const { redis, proxies: proxiesOf, viaProxies } = useProxiedNodes(3);
   const cleanups: (() => Promise<void> | void)[] = [];
-  beforeAll(async () => {
-    proxies = await startFaultProxies(redis.nodes.map((n) => n.port));
-  });
-  afterAll(async () => {
-    await Promise.all(proxies.map((p) => p.close()));
-  });
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
   async function scenario(flushC: boolean) {
+    const proxies = proxiesOf();
     const [pA, pB, pC] = proxies as [FaultProxy, FaultProxy, FaultProxy];
     for (const p of proxies) p.heal();
     for (const n of redis.nodes) await n.flushAll();
-    const viaProxy = proxies.map((p) => {
-      const c = new Redis({ host: '127.0.0.1', port: p.port, retryStrategy: () => 50 });
-      c.on('error', () => undefined);
-      return c;
-    });
+    const viaProxy = viaProxies({ retryStrategy: () => 50 });
     const w1 = new Redlock(viaProxy, {
       ttlMs: 5_000,
       commandTimeoutMs: 500,

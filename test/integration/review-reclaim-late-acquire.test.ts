@@ -6,30 +6,20 @@
  * although another holder had been granted the key since. Reclaim now also needs the counter at our
  * token on every node it counts ("no grant here since"), as it already did where the key was gone.
  */
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
 import { isLock, Redlock } from '../../src/index.ts';
-import { type FaultProxy, startFaultProxies } from '../helpers/fault-proxy.ts';
+import type { FaultProxy } from '../helpers/fault-proxy.ts';
 import { eventually, loadScripts, silentLogger } from '../helpers/lock.ts';
-import { useRedisNodes } from '../helpers/redis-nodes.ts';
+import { useProxiedNodes } from '../helpers/proxied-nodes.ts';
 
 describe('reclaim after our own acquire was delivered late', () => {
-  const redis = useRedisNodes(3);
-  let proxies: FaultProxy[] = [];
-  beforeAll(async () => {
-    proxies = await startFaultProxies(redis.nodes.map((n) => n.port));
-  });
-  afterAll(async () => {
-    await Promise.all(proxies.map((p) => p.close()));
-  });
+  const { redis, proxies: proxiesOf, viaProxies } = useProxiedNodes(3);
 
   it('does not count a node our late acquire wrote to after another holder was granted the key', async () => {
+    const proxies = proxiesOf();
     const [, pB, pC] = proxies as [FaultProxy, FaultProxy, FaultProxy];
-    const viaProxy = proxies.map((p) => {
-      const c = new Redis({ host: '127.0.0.1', port: p.port, maxRetriesPerRequest: null });
-      c.on('error', () => undefined);
-      return c;
-    });
+    const viaProxy = viaProxies({ maxRetriesPerRequest: null });
     const direct = redis.clients();
     const admin = redis.nodes[2]?.client() as Redis;
     const options = { ttlMs: 2_000, commandTimeoutMs: 150, retryCount: 0, logger: silentLogger };
