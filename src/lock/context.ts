@@ -35,21 +35,6 @@ export function markerKeyOf(prefix: string, idempotencyKey: string): string {
   return `${prefix}{${idempotencyKey}}:done`;
 }
 
-/** Sends the same batch to every node at once: one round trip per node, whatever the batch size. */
-export function broadcast(
-  ctx: QuorumContext,
-  script: LuaScript,
-  shared: readonly (string | number)[],
-  items: readonly ScriptItem[],
-): Promise<NodeReply[]> {
-  return sendEach(
-    ctx,
-    script,
-    shared,
-    ctx.nodes.map(() => items),
-  );
-}
-
 /** Sends each node its own batch (an empty one costs nothing), all bounded by one shared deadline. */
 export async function sendEach(
   ctx: QuorumContext,
@@ -58,6 +43,20 @@ export async function sendEach(
   itemsByNode: readonly (readonly ScriptItem[])[],
 ): Promise<NodeReply[]> {
   return (await sendUntil(ctx, script, shared, itemsByNode, () => false)) as NodeReply[];
+}
+
+/**
+ * An `enough` for {@link sendUntil}: true once every node that was connected when the call went out has
+ * answered (or timed out at the shared deadline), so a node on its first connection, which sendUntil
+ * waits for up to connectTimeoutMs, is not waited for. False while no node was connected. Make it in
+ * the same turn as the call, so that both see the same nodes as connected.
+ */
+export function connectedAnswered(
+  ctx: QuorumContext,
+): (replies: readonly (NodeReply | undefined)[]) => boolean {
+  const cold = ctx.nodes.map((node) => !node.isReady);
+  const anyConnected = cold.includes(false);
+  return (replies) => anyConnected && replies.every((reply, j) => reply !== undefined || cold[j]);
 }
 
 /**

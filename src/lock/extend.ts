@@ -1,5 +1,5 @@
 import type { LockRef, QuorumContext } from './context.ts';
-import { keysOf, sendUntil } from './context.ts';
+import { connectedAnswered, keysOf, sendUntil } from './context.ts';
 import type { NodeReply } from './node.ts';
 import { defineScript } from './script.ts';
 
@@ -53,42 +53,33 @@ export async function extendBatch(
     args: [lock.value, lock.ttlMs],
   }));
   const n = ctx.nodes.length;
-  // A node still on its first connection may be waited for up to connectTimeoutMs (see sendUntil):
-  // once every connected node has answered, what it would add is not waited for.
-  const cold = ctx.nodes.map((node) => !node.isReady);
-  const connectedAnswered = (replies: readonly (NodeReply | undefined)[]): boolean =>
-    cold.includes(false) && replies.every((reply, j) => reply !== undefined || cold[j]);
-  const decided = (replies: readonly (NodeReply | undefined)[]): boolean =>
-    connectedAnswered(replies) ||
-    locks.every((_, i) => {
-      let extended = 0;
-      let refused = 0;
-      for (const reply of replies) {
-        const answer = reply?.ok ? reply.replies[i] : undefined;
-        if (answer === 1) extended++;
-        else if (answer === 0) refused++;
-      }
-      return extended >= ctx.quorum || refused > n - ctx.quorum;
-    });
-  const replies = await sendUntil(
-    ctx,
-    EXTEND_SCRIPT,
-    [],
-    ctx.nodes.map(() => items),
-    decided,
-  );
-  return locks.map((_, i): ExtendVerdict => {
+  /** Lock i's answers so far; a node not waited for (undefined) is left out. */
+  const tally = (replies: readonly (NodeReply | undefined)[], i: number) => {
     let extended = 0;
     let refused = 0;
     const failed: string[] = [];
     replies.forEach((reply, j) => {
-      if (reply === undefined) return; // not waited for: the lock was decided without it
+      if (reply === undefined) return;
       const answer = reply.ok ? reply.replies[i] : undefined;
       if (answer === 1) extended++;
       else if (answer === 0) refused++;
       // A failure is no "not owner": counted as one, it could declare a held lock lost.
       else failed.push(`${ctx.nodes[j]?.label}: ${reply.ok ? String(answer) : reply.error.message}`);
     });
+    return { extended, refused, failed };
+  };
+  const isDecided = ({ extended, refused }: { extended: number; refused: number }): boolean =>
+    extended >= ctx.quorum || refused > n - ctx.quorum;
+  const allConnectedAnswered = connectedAnswered(ctx);
+  const replies = await sendUntil(
+    ctx,
+    EXTEND_SCRIPT,
+    [],
+    ctx.nodes.map(() => items),
+    (soFar) => allConnectedAnswered(soFar) || locks.every((_, i) => isDecided(tally(soFar, i))),
+  );
+  return locks.map((_, i): ExtendVerdict => {
+    const { extended, refused, failed } = tally(replies, i);
     if (extended >= ctx.quorum) return { kind: 'extended' };
     const detail = `extension reached ${extended} of ${n} nodes (quorum ${ctx.quorum}); ${refused} said not owner${
       failed.length > 0 ? `; failed: ${failed.join('; ')}` : ''
