@@ -3,7 +3,15 @@
  * context manager, and a MeterProvider whose reader collects on demand, registered as the globals before
  * the file's tests (workers made afterwards take their tracer and meter from them) and removed after.
  */
-import { context, metrics, type SpanContext, trace } from '@opentelemetry/api';
+import {
+  context,
+  type DiagLogger,
+  DiagLogLevel,
+  diag,
+  metrics,
+  type SpanContext,
+  trace,
+} from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import {
@@ -34,9 +42,26 @@ class FaultyProcessor implements SpanProcessor {
   async shutdown(): Promise<void> {}
 }
 
+/** Tracks the spans started and not ended yet (one left open is a leak: its trace never completes). */
+class OpenSpans implements SpanProcessor {
+  readonly open = new Set<ReadableSpan>();
+  onStart(span: unknown): void {
+    this.open.add(span as ReadableSpan);
+  }
+  onEnd(span: ReadableSpan): void {
+    this.open.delete(span);
+  }
+  async forceFlush(): Promise<void> {}
+  async shutdown(): Promise<void> {}
+}
+
 export interface Otel {
   /** Every span ended so far. */
   spans(): ReadableSpan[];
+  /** Every span started and not ended yet. */
+  openSpans(): ReadableSpan[];
+  /** What the API's diag logger was told at level error (a span ended twice, for one). */
+  readonly diagErrors: readonly string[];
   /** The data points of one metric now (summed over the whole run: cumulative temporality). */
   points(name: string): Promise<DataPoint<unknown>[]>;
   /** Removes the global providers (a worker made now records nothing) until {@link Otel.register}. */
@@ -49,8 +74,10 @@ export interface Otel {
 export function useOtel(): Otel {
   const exporter = new InMemorySpanExporter();
   const faulty = new FaultyProcessor();
+  const open = new OpenSpans();
+  const diagErrors: string[] = [];
   const provider = new TracerProvider({
-    spanProcessors: [faulty, new SimpleSpanProcessor({ exporter })],
+    spanProcessors: [faulty, open, new SimpleSpanProcessor({ exporter })],
   });
   const reader = new OnDemandReader();
   const meterProvider = new MeterProvider({ readers: [reader] });
@@ -63,18 +90,29 @@ export function useOtel(): Otel {
     trace.disable();
     metrics.disable();
   };
+  const diagLogger: DiagLogger = {
+    error: (message: string) => diagErrors.push(message),
+    warn: () => {},
+    info: () => {},
+    debug: () => {},
+    verbose: () => {},
+  };
   beforeAll(() => {
     context.setGlobalContextManager(contextManager.enable());
+    diag.setLogger(diagLogger, { logLevel: DiagLogLevel.ERROR, suppressOverrideMessage: true });
     register();
   });
   afterAll(async () => {
     unregister();
     context.disable();
+    diag.disable();
     await provider.shutdown();
     await meterProvider.shutdown();
   });
   return {
     spans: () => exporter.getFinishedSpans(),
+    openSpans: () => [...open.open],
+    diagErrors,
     async points(name) {
       const { resourceMetrics } = await reader.collect();
       const found = resourceMetrics.scopeMetrics

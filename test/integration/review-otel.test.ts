@@ -4,91 +4,36 @@
  * quorum), hostile producer trace attributes, and a Publisher whose trace context must never make
  * SQS refuse a message it would otherwise accept.
  */
-import { type Message, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import {
-  context,
-  type DiagLogger,
-  DiagLogLevel,
-  diag,
-  metrics,
-  SpanStatusCode,
-  trace,
-} from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import {
-  InMemorySpanExporter,
-  type ReadableSpan,
-  SimpleSpanProcessor,
-  type SpanProcessor,
-  TracerProvider,
-} from '@opentelemetry/sdk-trace';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Message, SQSClient } from '@aws-sdk/client-sqs';
+import { SpanStatusCode, trace } from '@opentelemetry/api';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace';
+import { afterEach, describe, expect, it } from 'vitest';
 import { BaseHandler, type HandlerContext } from '../../src/index.ts';
 import { Publisher } from '../../src/runtime/publisher.ts';
 import { messageSize } from '../../src/runtime/sqs-actions.ts';
 import { LedgerHandler } from '../helpers/handlers.ts';
 import { eventually, silentLogger, sleep } from '../helpers/lock.ts';
-import { sendMessages } from '../helpers/sqs.ts';
+import { type Otel, useOtel } from '../helpers/otel.ts';
+import { drainQueue, sendMessages } from '../helpers/sqs.ts';
 import { useWorkerFixture } from '../helpers/worker.ts';
 
 const HANDOFF_SECRET = 'review-otel-handoff-secret-0123456789abcdef';
 
-/** The real SDK, tracking which spans started and have not ended, and every diag error (a double end). */
-function useTrackedOtel() {
-  const exporter = new InMemorySpanExporter();
-  const open = new Set<ReadableSpan>();
-  const diagErrors: string[] = [];
-  const tracking: SpanProcessor = {
-    onStart: (span) => {
-      open.add(span as unknown as ReadableSpan);
-    },
-    onEnd: (span) => {
-      open.delete(span);
-    },
-    forceFlush: async () => {},
-    shutdown: async () => {},
-  };
-  const provider = new TracerProvider({
-    spanProcessors: [tracking, new SimpleSpanProcessor({ exporter })],
-  });
-  const contextManager = new AsyncLocalStorageContextManager();
-  const logger: DiagLogger = {
-    error: (message: string) => diagErrors.push(message),
-    warn: () => {},
-    info: () => {},
-    debug: () => {},
-    verbose: () => {},
-  };
-  beforeAll(() => {
-    context.setGlobalContextManager(contextManager.enable());
-    trace.setGlobalTracerProvider(provider);
-    diag.setLogger(logger, { logLevel: DiagLogLevel.ERROR, suppressOverrideMessage: true });
-  });
-  afterAll(async () => {
-    trace.disable();
-    metrics.disable();
-    context.disable();
-    diag.disable();
-    await provider.shutdown();
-  });
-  return {
-    spans: (): ReadableSpan[] => exporter.getFinishedSpans(),
-    /** Names of the spans started and never ended, of one queue (or the lock span). */
-    open: (queueName: string): string[] => {
-      const all = [...open, ...exporter.getFinishedSpans()];
-      const receives = new Set(
-        all.filter((s) => s.name === `receive ${queueName}`).map((s) => s.spanContext().spanId),
-      );
-      return [...open]
-        .filter(
-          (s) =>
-            s.name.endsWith(` ${queueName}`) ||
-            (s.name === 'sqs_redlock.acquire' && receives.has(s.parentSpanContext?.spanId ?? '')),
-        )
-        .map((s) => s.name);
-    },
-    diagErrors,
-  };
+/** Names of the spans of one queue (or its lock span) started and never ended. */
+function openSpansOf(otel: Otel, queueName: string): string[] {
+  const open = otel.openSpans();
+  const receives = new Set(
+    [...open, ...otel.spans()]
+      .filter((s) => s.name === `receive ${queueName}`)
+      .map((s) => s.spanContext().spanId),
+  );
+  return open
+    .filter(
+      (s) =>
+        s.name.endsWith(` ${queueName}`) ||
+        (s.name === 'sqs_redlock.acquire' && receives.has(s.parentSpanContext?.spanId ?? '')),
+    )
+    .map((s) => s.name);
 }
 
 const string = (value: string) => ({ DataType: 'String', StringValue: value });
@@ -111,7 +56,7 @@ class DeafHandler extends BaseHandler<{ id: string }> {
 }
 
 describe('review: OpenTelemetry spans end on every path, and never change an outcome', () => {
-  const otel = useTrackedOtel();
+  const otel = useOtel();
   const { env, workers, newLedger, redis } = useWorkerFixture();
   const clients: SQSClient[] = [];
 
@@ -139,7 +84,7 @@ describe('review: OpenTelemetry spans end on every path, and never change an out
     await eventually(async () => events.message_processed.length === 1, 10_000);
     await workers.stopAll();
     expect(calls).toBeGreaterThanOrEqual(2);
-    expect(otel.open(queueName)).toEqual([]);
+    expect(openSpansOf(otel, queueName)).toEqual([]);
     const failedAcquire = otel
       .spans()
       .find((s) => s.name === 'sqs_redlock.acquire' && s.status.code === SpanStatusCode.ERROR);
@@ -183,7 +128,7 @@ describe('review: OpenTelemetry spans end on every path, and never change an out
 
     await eventually(async () => events.message_processed.length === ids.length, 10_000);
     await workers.stopAll();
-    expect(otel.open(queueName)).toEqual([]);
+    expect(openSpansOf(otel, queueName)).toEqual([]);
     const linked = new Map(
       processSpans(queueName).map((s) => [s.attributes['messaging.message.id'], s.links.length]),
     );
@@ -199,13 +144,13 @@ describe('review: OpenTelemetry spans end on every path, and never change an out
     await eventually(async () => worker.batchesInFlight === 1);
     await sleep(100);
     await worker.stop({ timeoutMs: 100 });
-    expect(otel.open(queueName)).toContain(`process ${queueName}`);
+    expect(openSpansOf(otel, queueName)).toContain(`process ${queueName}`);
 
     await eventually(
       async () => events.message_processed.length === 1 && worker.batchesInFlight === 0,
       10_000,
     );
-    await eventually(async () => otel.open(queueName).length === 0);
+    await eventually(async () => openSpansOf(otel, queueName).length === 0);
     const [process] = processSpans(queueName);
     expect(process?.attributes['sqs_redlock.outcome']).toBe('processed');
     expect(env.counts(queueName).total).toBe(0);
@@ -232,7 +177,7 @@ describe('review: OpenTelemetry spans end on every path, and never change an out
     await workers.stopAll();
     expect(deleted.status.code).toBe(SpanStatusCode.ERROR);
     expect(deleted.attributes['error.type']).toBeTypeOf('string');
-    expect(otel.open(queueName)).toEqual([]);
+    expect(openSpansOf(otel, queueName)).toEqual([]);
     expect(processSpans(queueName)[0]?.attributes['sqs_redlock.outcome']).toBe('processed');
   });
 
@@ -255,7 +200,7 @@ describe('review: OpenTelemetry spans end on every path, and never change an out
       b?.resume();
     }
     await workers.stopAll();
-    expect(otel.open(queueName)).toEqual([]);
+    expect(openSpansOf(otel, queueName)).toEqual([]);
   });
 
   it('Publisher: a message that fits the queue’s MaximumMessageSize is still sent when tracing is on (traceparent skipped)', async () => {
@@ -300,14 +245,8 @@ describe('review: OpenTelemetry spans end on every path, and never change an out
       expect(out.dispatched).toBe(true);
       tick.end();
     });
-    const { Messages = [] } = await env.sqs.send(
-      new ReceiveMessageCommand({
-        QueueUrl: queueUrl,
-        MaxNumberOfMessages: 10,
-        MessageAttributeNames: ['All'],
-      }),
-    );
-    const byTask = new Map(Messages.map((m) => [m.MessageAttributes?.['srw-lock-key']?.StringValue, m]));
+    const messages = await drainQueue(env.sqs, queueUrl);
+    const byTask = new Map(messages.map((m) => [m.MessageAttributes?.['srw-lock-key']?.StringValue, m]));
     expect(byTask.get('size-000')?.MessageAttributes?.traceparent).toBeDefined();
     expect(byTask.get('size-001')?.MessageAttributes?.traceparent).toBeUndefined();
   });

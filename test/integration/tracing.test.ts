@@ -29,7 +29,7 @@ import { useLocalSqs } from '../helpers/local-sqs.ts';
 import { eventually, redlockOver, silentLogger } from '../helpers/lock.ts';
 import { capturingLogger } from '../helpers/logs.ts';
 import { isChildOf, linksTo, useOtel } from '../helpers/otel.ts';
-import { sendMessages } from '../helpers/sqs.ts';
+import { drainQueue, sendMessages } from '../helpers/sqs.ts';
 import { useWorkerFixture } from '../helpers/worker.ts';
 
 const HANDOFF_SECRET = 'tracing-test-handoff-secret-0123456789abc';
@@ -388,15 +388,11 @@ describe('OpenTelemetry tracing', () => {
         }
         tick.end();
       });
-      const { Messages = [] } = await env.sqs.send(
-        new ReceiveMessageCommand({
-          QueueUrl: queueUrl,
-          MaxNumberOfMessages: 10,
-          MessageAttributeNames: ['All'],
-        }),
-      );
       const byTask = new Map(
-        Messages.map((m) => [m.MessageAttributes?.['srw-lock-key']?.StringValue, m.MessageAttributes ?? {}]),
+        (await drainQueue(env.sqs, queueUrl)).map((m) => [
+          m.MessageAttributes?.['srw-lock-key']?.StringValue,
+          m.MessageAttributes ?? {},
+        ]),
       );
       expect(Object.keys(byTask.get('full') ?? {})).toHaveLength(10);
       expect(byTask.get('full')?.traceparent).toBeUndefined();
